@@ -1,0 +1,3 @@
+//! The `tether` command: argument parsing and wiring only.
+
+fn main() {}
