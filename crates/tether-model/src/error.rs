@@ -107,7 +107,7 @@ pub enum ErrorKind {
     DuplicateSeries(String),
     /// A required label is missing (`le` on buckets, `quantile` on quantiles).
     #[error("missing \"{0}\" label on \"{1}\"")]
-    MissingLabel(&'static str, String),
+    MissingLabel(String, String),
     /// A label that must hold a float holds something else.
     #[error("label \"{0}\" must be a float, found \"{1}\"")]
     InvalidLabelFloat(&'static str, String),

@@ -7,11 +7,22 @@
 
 mod error;
 mod model;
+mod parse;
 mod proto;
+mod render;
 
 pub use error::{ErrorKind, Found, ParseError, ProtoError};
 pub use model::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
     Summary, Value,
 };
-pub use proto::pb;
+pub use parse::{
+    Checked, DEFAULT_MAX_FAMILIES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_SERIES, Entry, Format, Limits, LinePos, Parser, RawExemplar, RawLabel, RawLabels,
+    RawLabelsIter, Sample, check, parse, parse_with_limits,
+};
+pub use proto::{
+    DEFAULT_MAX_MESSAGE_BYTES, decode_delimited, decode_delimited_frame, encode_delimited,
+    encode_delimited_frame, from_proto, pb, to_proto,
+};
+pub use render::{render, render_end, render_family};
