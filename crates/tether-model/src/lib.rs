@@ -6,12 +6,14 @@
 //! `io.prometheus.client.MetricFamily` messages. It does no IO.
 
 mod error;
+mod lint;
 mod model;
 mod parse;
 mod proto;
 mod render;
 
 pub use error::{ErrorKind, Found, ParseError, ProtoError};
+pub use lint::{Lint, lint};
 pub use model::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
     Summary, Value,

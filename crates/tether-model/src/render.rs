@@ -160,7 +160,8 @@ fn render_family_openmetrics(family: &MetricFamily, out: &mut Vec<u8>) {
                 if let Some(sum) = histogram.sum {
                     write_line_prerendered(out, name, sum_suffix, &labels_buf, None, sum, ts, om);
                 }
-                if let Some(created) = histogram.created {
+                // Gauge histograms have no creation time in OpenMetrics.
+                if let Some(created) = histogram.created.filter(|_| !gauge) {
                     write_line_prerendered(out, name, "_created", &labels_buf, None, created, ts, om);
                 }
             }

@@ -1034,11 +1034,40 @@ fn openmetrics_type(word: &str) -> Option<MetricType> {
 }
 
 /// An OpenMetrics timestamp (seconds, possibly fractional) in milliseconds.
+///
+/// Plain decimals are read exactly, so that millisecond timestamps survive
+/// a round trip through seconds; other number forms go through a float.
 fn parse_openmetrics_timestamp_ms(token: &str) -> Option<i64> {
+    if let Some(ms) = parse_decimal_seconds_as_ms(token) {
+        return Some(ms);
+    }
     let seconds = parse_go_float(token, false)?;
     let ms = (seconds * 1000.0).round();
     #[allow(clippy::cast_possible_truncation, reason = "range checked just above the cast")]
     (ms.is_finite() && ms.abs() < 9.2e18).then_some(ms as i64)
+}
+
+/// `[-+]digits[.digits]` as milliseconds, rounding past the third decimal.
+fn parse_decimal_seconds_as_ms(token: &str) -> Option<i64> {
+    let (negative, unsigned) = match token.as_bytes().first()? {
+        b'-' => (true, &token[1..]),
+        b'+' => (false, &token[1..]),
+        _ => (false, token),
+    };
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds: i64 = int_part.parse().ok()?;
+    let mut ms: i64 = 0;
+    for digit in frac_part.bytes().chain(std::iter::repeat(b'0')).take(3) {
+        ms = ms * 10 + i64::from(digit - b'0');
+    }
+    if frac_part.as_bytes().get(3).is_some_and(|&d| d >= b'5') {
+        ms += 1;
+    }
+    let total = seconds.checked_mul(1000)?.checked_add(ms)?;
+    Some(if negative { -total } else { total })
 }
 
 /// Builds a positioned error from a byte offset within a line.
