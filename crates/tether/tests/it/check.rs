@@ -1,0 +1,196 @@
+//! `tether check` over the conformance corpus of tether-model, and its
+//! exit statuses, output streams and options.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn tether() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+}
+
+/// Runs `tether check` with `args`, feeding `stdin`.
+fn run_check(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = tether()
+        .arg("check")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tether");
+    child
+        .stdin
+        .take()
+        .expect("stdin was piped")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for tether")
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tether-model/tests/corpus")
+}
+
+/// The `.prom` files of one corpus folder, sorted, with their sidecars.
+fn cases(format: &str, validity: &str) -> Vec<PathBuf> {
+    let dir = corpus_dir().join(format).join(validity);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "prom"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Command-line options for a case with a `.limits` sidecar
+/// (`key=value` lines naming `Limits` fields).
+fn limit_args(case: &Path) -> Option<Vec<String>> {
+    let text = fs::read_to_string(case.with_extension("limits")).ok()?;
+    let mut args = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (key, value) = line.split_once('=').expect("limits lines are key=value");
+        match key.trim() {
+            "max_line_bytes" => args.push(format!("--max-line-bytes={}", value.trim())),
+            "max_labels_per_series" => args.push(format!("--max-labels-per-series={}", value.trim())),
+            // Limits the command has no option for are covered by the
+            // library's own corpus test.
+            _ => return None,
+        }
+    }
+    Some(args)
+}
+
+#[test]
+fn accepts_every_valid_case_of_the_corpus() {
+    let mut failures = Vec::new();
+    let mut n_cases = 0;
+    for format in ["text", "openmetrics"] {
+        for case in cases(format, "valid") {
+            let input = fs::read(&case).expect("read case");
+            let mut args = vec![format!("--format={format}")];
+            if case.with_extension("limits").exists() {
+                match limit_args(&case) {
+                    Some(extra) => args.extend(extra),
+                    None => continue,
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = run_check(&args, &input);
+            n_cases += 1;
+            if output.status.code() != Some(0) || !output.stdout.is_empty() {
+                failures.push(format!(
+                    "{}: exit {:?}, stdout: {}",
+                    case.display(),
+                    output.status.code(),
+                    String::from_utf8_lossy(&output.stdout)
+                ));
+            }
+        }
+    }
+    assert!(n_cases >= 40, "only {n_cases} valid cases found in {}", corpus_dir().display());
+    assert!(failures.is_empty(), "{} valid cases rejected:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn rejects_every_invalid_case_of_the_corpus_at_its_position() {
+    let mut failures = Vec::new();
+    let mut n_cases = 0;
+    for format in ["text", "openmetrics"] {
+        for case in cases(format, "invalid") {
+            let input = fs::read(&case).expect("read case");
+            let expected = fs::read_to_string(case.with_extension("err")).expect("every invalid case has a .err file");
+            let expected = expected.trim();
+            let (position, message) = expected.split_once(": ").unwrap_or((expected, ""));
+            let mut args = vec![format!("--format={format}")];
+            if case.with_extension("limits").exists() {
+                match limit_args(&case) {
+                    Some(extra) => args.extend(extra),
+                    None => continue,
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = run_check(&args, &input);
+            n_cases += 1;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let first = stdout.lines().next().unwrap_or("");
+            let position_ok = first.starts_with(&format!("{position}: "));
+            if output.status.code() != Some(1) || !position_ok || !first.contains(message) {
+                failures.push(format!(
+                    "{}: expected exit 1 and \"{expected}\", got exit {:?} and \"{first}\"",
+                    case.display(),
+                    output.status.code()
+                ));
+            }
+        }
+    }
+    assert!(n_cases >= 40, "only {n_cases} invalid cases found in {}", corpus_dir().display());
+    assert!(failures.is_empty(), "{} invalid cases misreported:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn reports_every_error_not_just_the_first() {
+    let input = b"ok 1\nbad{ 1\nalso_ok 2\nworse 1 2 3\n";
+    let output = run_check(&["--format=text"], input);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("2:6: "), "{stdout}");
+    assert!(lines[1].starts_with("4:11: "), "{stdout}");
+}
+
+#[test]
+fn detects_openmetrics_by_its_eof_line() {
+    // Valid only as OpenMetrics: a counter sample with `_total` under a
+    // family declared without it.
+    let input = b"# TYPE requests counter\n# HELP requests Requests.\nrequests_total 1\n# EOF\n";
+    let output = run_check(&[], input);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("OpenMetrics"));
+    // The same bytes as text: `# EOF` is a comment, and the sample is an
+    // untyped family of its own, so it is still valid text.
+    let output = run_check(&["--format=text"], input);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("text 0.0.4"));
+}
+
+#[test]
+fn lint_findings_warn_on_stderr_and_fail_only_with_strict() {
+    let input = b"# TYPE requests counter\nrequests 1\n";
+    let output = run_check(&[], input);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1:1: warning:") && stderr.contains("[counter-suffix]"), "{stderr}");
+    assert!(stderr.contains("[help]"), "{stderr}");
+
+    let output = run_check(&["--strict"], input);
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn reads_a_file_argument_and_reports_unreadable_ones_as_usage_errors() {
+    let dir = std::env::temp_dir().join(format!("tether-check-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("metrics.prom");
+    fs::write(&file, b"# HELP up Up.\n# TYPE up gauge\nup 1\n").expect("write file");
+    let output = run_check(&[file.to_str().expect("utf-8 path")], b"");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let missing = dir.join("missing.prom");
+    let output = run_check(&[missing.to_str().expect("utf-8 path")], b"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
+    fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
+#[test]
+fn usage_errors_exit_with_status_2() {
+    let output = run_check(&["--format=yaml"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    let output = run_check(&["--no-such-flag"], b"");
+    assert_eq!(output.status.code(), Some(2));
+}

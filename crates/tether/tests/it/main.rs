@@ -1,0 +1,3 @@
+//! Integration tests of the `tether` binary, run as a user runs it.
+
+mod check;
