@@ -490,12 +490,23 @@ impl Builder {
             (MetricType::Summary, Part::Bare) => Some("quantile"),
             _ => None,
         };
+        // Lines of one histogram or summary come in a row: when this line's
+        // labels are those of the family's last series, reuse it without
+        // allocating or hashing.
+        let family_series = &self.families[index].family.series;
+        let reuse = family_series
+            .len()
+            .checked_sub(1)
+            .filter(|&last| same_as_series(&sample.labels, special, &family_series[last].labels));
         let mut special_value = None;
-        let mut labels = Vec::with_capacity(sample.labels.len());
+        let mut labels = Vec::new();
+        if reuse.is_none() {
+            labels.reserve_exact(sample.labels.len());
+        }
         for label in sample.labels.iter() {
             if Some(label.name) == special {
                 special_value = Some((label.value, label.value_offset));
-            } else {
+            } else if reuse.is_none() {
                 labels.push(Label {
                     name: label.name.to_owned(),
                     value: label.value.into_owned(),
@@ -515,7 +526,7 @@ impl Builder {
             }
             None => None,
         };
-        if metric_type == MetricType::StateSet {
+        if metric_type == MetricType::StateSet && reuse.is_none() {
             let meta_name = &self.families[index].meta_name;
             if !labels.iter().any(|l| &l.name == meta_name) {
                 return Err(at(1, ErrorKind::MissingLabel(meta_name.clone(), sample.name.to_owned())));
@@ -556,7 +567,10 @@ impl Builder {
             check_openmetrics_value(metric_type, part, sample.value).map_err(|kind| at(1, kind))?;
         }
 
-        let series_index = self.series_for(index, labels, pos)?;
+        let series_index = match reuse {
+            Some(series_index) => series_index,
+            None => self.series_for(index, labels, pos)?,
+        };
         let state = &mut self.families[index];
         let seen = &mut state.seen[series_index];
         let series = &mut state.family.series[series_index];
@@ -813,6 +827,21 @@ fn check_openmetrics_value(metric_type: MetricType, part: Part, value: f64) -> R
         return Err(ErrorKind::ValueOutOfRange("a state set", "each state's value must be 0 or 1"));
     }
     Ok(())
+}
+
+/// Whether `raw`, without the label `special`, is exactly `labels` in order.
+fn same_as_series(raw: &RawLabels<'_>, special: Option<&str>, labels: &[Label]) -> bool {
+    let mut n_matched = 0;
+    for label in raw.iter() {
+        if Some(label.name) == special {
+            continue;
+        }
+        match labels.get(n_matched) {
+            Some(l) if l.name == label.name && l.value == label.value => n_matched += 1,
+            _ => return false,
+        }
+    }
+    n_matched == labels.len()
 }
 
 fn same_labels(a: &[Label], b: &[Label]) -> bool {

@@ -456,3 +456,739 @@ fn is_label_name(name: &str) -> bool {
         .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
         && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], value: Value) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(name, value)| Label::new(*name, *value))
+                .collect(),
+            value,
+            timestamp_ms: None,
+        }
+    }
+
+    fn family(name: &str, metric_type: MetricType, series: Vec<Series>) -> MetricFamily {
+        MetricFamily {
+            series,
+            ..MetricFamily::new(name, metric_type)
+        }
+    }
+
+    fn bucket(upper_bound: f64, count: f64) -> Bucket {
+        Bucket {
+            upper_bound,
+            count,
+            exemplar: None,
+        }
+    }
+
+    fn exemplar(trace_id: &str, value: f64, timestamp: Option<f64>) -> Exemplar {
+        Exemplar {
+            labels: vec![Label::new("trace_id", trace_id)],
+            value,
+            timestamp,
+        }
+    }
+
+    /// A one-metric family message of the given type.
+    fn proto_family(name: &str, proto_type: Option<i32>, metric: pb::Metric) -> pb::MetricFamily {
+        pb::MetricFamily {
+            name: Some(name.to_owned()),
+            r#type: proto_type,
+            metric: vec![metric],
+            ..pb::MetricFamily::default()
+        }
+    }
+
+    fn gauge_metric(labels: &[(&str, &str)]) -> pb::Metric {
+        pb::Metric {
+            label: labels
+                .iter()
+                .map(|(name, value)| pb::LabelPair {
+                    name: Some((*name).to_owned()),
+                    value: Some((*value).to_owned()),
+                })
+                .collect(),
+            gauge: Some(pb::Gauge { value: Some(1.0) }),
+            ..pb::Metric::default()
+        }
+    }
+
+    fn histogram_metric(histogram: pb::Histogram) -> pb::Metric {
+        pb::Metric {
+            histogram: Some(Box::new(histogram)),
+            ..pb::Metric::default()
+        }
+    }
+
+    /// The reason of an `InvalidFamily` error, or a panic naming what came instead.
+    fn reason(result: Result<MetricFamily, ProtoError>) -> String {
+        match result {
+            Err(ProtoError::InvalidFamily { reason, .. }) => reason,
+            other => panic!("expected InvalidFamily, got {other:?}"),
+        }
+    }
+
+    fn round_trip_cases() -> Vec<(&'static str, MetricFamily)> {
+        let mut counter = family(
+            "http_requests_total",
+            MetricType::Counter,
+            vec![
+                Series {
+                    timestamp_ms: Some(1_700_000_000_000),
+                    ..series(
+                        &[("method", "GET"), ("code", "200")],
+                        Value::Counter(Counter {
+                            total: 1027.0,
+                            created: Some(1_700_000_000.123),
+                            exemplar: Some(exemplar("abc", 0.5, Some(1_700_000_100.5))),
+                        }),
+                    )
+                },
+                series(
+                    &[("method", "POST")],
+                    Value::Counter(Counter {
+                        total: 3.5,
+                        created: None,
+                        exemplar: Some(exemplar("def", 1.0, None)),
+                    }),
+                ),
+            ],
+        );
+        counter.help = Some("Requests served.\nBy method.".to_owned());
+
+        let mut gauge = family(
+            "room_temperature_celsius",
+            MetricType::Gauge,
+            vec![
+                Series {
+                    timestamp_ms: Some(-5),
+                    ..series(&[("room", "kitchen")], Value::Single(-3.25))
+                },
+                series(&[("room", "")], Value::Single(f64::INFINITY)),
+            ],
+        );
+        gauge.unit = Some("celsius".to_owned());
+
+        let summary = family(
+            "rpc_duration_seconds",
+            MetricType::Summary,
+            vec![
+                series(
+                    &[],
+                    Value::Summary(Summary {
+                        quantiles: vec![
+                            Quantile {
+                                quantile: 0.5,
+                                value: 0.1,
+                            },
+                            Quantile {
+                                quantile: 0.99,
+                                value: 2.0,
+                            },
+                        ],
+                        count: Some(10.0),
+                        sum: Some(12.5),
+                        created: Some(1_650_000_000.0),
+                    }),
+                ),
+                series(
+                    &[("service", "b")],
+                    Value::Summary(Summary {
+                        quantiles: vec![],
+                        count: None,
+                        sum: None,
+                        created: None,
+                    }),
+                ),
+            ],
+        );
+
+        let histogram = family(
+            "request_seconds",
+            MetricType::Histogram,
+            vec![series(
+                &[("path", "/")],
+                Value::Histogram(Histogram {
+                    buckets: vec![
+                        bucket(0.1, 1.0),
+                        Bucket {
+                            exemplar: Some(exemplar("xyz", 0.7, Some(1_700_000_000.25))),
+                            ..bucket(1.0, 5.0)
+                        },
+                        bucket(f64::INFINITY, 7.0),
+                    ],
+                    count: Some(7.0),
+                    sum: Some(3.2),
+                    created: Some(1_600_000_000.5),
+                }),
+            )],
+        );
+
+        let float_histogram = family(
+            "weighted_seconds",
+            MetricType::Histogram,
+            vec![series(
+                &[],
+                Value::Histogram(Histogram {
+                    buckets: vec![bucket(1.0, 0.5), bucket(f64::INFINITY, 2.75)],
+                    count: Some(2.75),
+                    sum: Some(1.0),
+                    created: None,
+                }),
+            )],
+        );
+
+        let no_count_histogram = family(
+            "bare_seconds",
+            MetricType::Histogram,
+            vec![series(
+                &[],
+                Value::Histogram(Histogram {
+                    buckets: vec![bucket(f64::INFINITY, 0.0)],
+                    count: None,
+                    sum: None,
+                    created: None,
+                }),
+            )],
+        );
+
+        let gauge_histogram = family(
+            "queue_wait_seconds",
+            MetricType::GaugeHistogram,
+            vec![series(
+                &[("queue", "a")],
+                Value::Histogram(Histogram {
+                    buckets: vec![
+                        bucket(-10.0, 1.0),
+                        bucket(10.0, 3.0),
+                        bucket(f64::INFINITY, 4.0),
+                    ],
+                    count: Some(4.0),
+                    sum: Some(-2.0),
+                    created: None,
+                }),
+            )],
+        );
+
+        let mut empty = family("nothing_yet", MetricType::Gauge, vec![]);
+        empty.help = Some(String::new());
+
+        vec![
+            ("counter with created and exemplars", counter),
+            ("gauge with unit and timestamps", gauge),
+            (
+                "unknown",
+                family(
+                    "some_value",
+                    MetricType::Unknown,
+                    vec![series(&[("a", "1")], Value::Single(42.0))],
+                ),
+            ),
+            ("summary", summary),
+            ("histogram with bucket exemplar", histogram),
+            ("histogram with float counts", float_histogram),
+            ("histogram without count", no_count_histogram),
+            ("gauge histogram", gauge_histogram),
+            ("family without series", empty),
+        ]
+    }
+
+    #[test]
+    fn model_to_proto_to_model_is_identity() {
+        for (case, original) in round_trip_cases() {
+            let back = from_proto(to_proto(&original));
+            assert_eq!(back.as_ref(), Ok(&original), "{case}");
+        }
+    }
+
+    #[test]
+    fn types_map_to_their_protobuf_types() {
+        let cases = [
+            (MetricType::Counter, pb::MetricType::Counter),
+            (MetricType::Gauge, pb::MetricType::Gauge),
+            (MetricType::Summary, pb::MetricType::Summary),
+            (MetricType::Unknown, pb::MetricType::Untyped),
+            (MetricType::Histogram, pb::MetricType::Histogram),
+            (MetricType::GaugeHistogram, pb::MetricType::GaugeHistogram),
+            (MetricType::Info, pb::MetricType::Gauge),
+            (MetricType::StateSet, pb::MetricType::Gauge),
+        ];
+        for (model_type, proto_type) in cases {
+            let proto = to_proto(&MetricFamily::new("x", model_type));
+            assert_eq!(proto.r#type, Some(proto_type as i32), "{model_type:?}");
+        }
+    }
+
+    #[test]
+    fn single_values_go_in_the_field_of_the_family_type() {
+        let value = || vec![series(&[], Value::Single(2.0))];
+        let counter = to_proto(&family("c_total", MetricType::Counter, value()));
+        let untyped = to_proto(&family("u", MetricType::Unknown, value()));
+        let gauge = to_proto(&family("g", MetricType::Gauge, value()));
+        assert_eq!(
+            counter.metric[0].counter.as_ref().and_then(|c| c.value),
+            Some(2.0)
+        );
+        assert_eq!(
+            untyped.metric[0].untyped.as_ref().and_then(|u| u.value),
+            Some(2.0)
+        );
+        assert_eq!(
+            gauge.metric[0].gauge.as_ref().and_then(|g| g.value),
+            Some(2.0)
+        );
+        // A plain value in a counter family reads back as a counter.
+        assert_eq!(
+            from_proto(counter).map(|family| family.series[0].value.clone()),
+            Ok(Value::Counter(Counter {
+                total: 2.0,
+                created: None,
+                exemplar: None
+            }))
+        );
+    }
+
+    #[test]
+    fn info_becomes_a_gauge_named_after_its_sample() {
+        let info = family(
+            "build",
+            MetricType::Info,
+            vec![series(&[("version", "1.2.3")], Value::Single(1.0))],
+        );
+        let proto = to_proto(&info);
+        assert_eq!(proto.name.as_deref(), Some("build_info"));
+        let back = from_proto(proto).expect("an info family converts to a valid gauge");
+        assert_eq!(
+            back,
+            family(
+                "build_info",
+                MetricType::Gauge,
+                vec![series(&[("version", "1.2.3")], Value::Single(1.0))]
+            )
+        );
+    }
+
+    #[test]
+    fn state_set_becomes_a_gauge_of_the_same_name() {
+        let states = vec![
+            series(&[("door", "open")], Value::Single(1.0)),
+            series(&[("door", "closed")], Value::Single(0.0)),
+        ];
+        let state_set = family("door", MetricType::StateSet, states.clone());
+        let back = from_proto(to_proto(&state_set)).expect("a state set converts to a valid gauge");
+        assert_eq!(back, family("door", MetricType::Gauge, states));
+    }
+
+    #[test]
+    fn counts_use_the_integer_field_when_it_holds_them_exactly() {
+        let cases = [
+            (0.0, Some(0), None),
+            (7.0, Some(7), None),
+            (2f64.powi(63), Some(1 << 63), None),
+            (2.75, None, Some(2.75)),
+            (-1.0, None, Some(-1.0)),
+            (U64_END, None, Some(U64_END)),
+            (f64::INFINITY, None, Some(f64::INFINITY)),
+        ];
+        for (count, integer, float) in cases {
+            assert_eq!(count_to_proto(count), (integer, float), "{count}");
+            let histogram = histogram_to_proto(&Histogram {
+                buckets: vec![bucket(f64::INFINITY, count)],
+                count: Some(count),
+                sum: None,
+                created: None,
+            });
+            assert_eq!(histogram.sample_count, integer, "{count}");
+            assert_eq!(histogram.sample_count_float, float, "{count}");
+            assert_eq!(histogram.bucket[0].cumulative_count, integer, "{count}");
+            assert_eq!(histogram.bucket[0].cumulative_count_float, float, "{count}");
+        }
+        let (integer, float) = count_to_proto(f64::NAN);
+        assert_eq!(integer, None);
+        assert!(float.is_some_and(f64::is_nan));
+    }
+
+    #[test]
+    fn float_counts_override_integer_counts_when_above_zero() {
+        let cases = [
+            (Some(3), Some(2.5), Some(2.5)),
+            (Some(3), Some(0.5), Some(0.5)),
+            (Some(3), Some(0.0), Some(3.0)),
+            (Some(3), Some(-1.0), Some(3.0)),
+            (Some(3), None, Some(3.0)),
+            (None, Some(0.0), Some(0.0)),
+            (None, Some(-1.0), Some(-1.0)),
+            (None, None, None),
+        ];
+        for (integer, float, expected) in cases {
+            assert_eq!(
+                count_from_proto(integer, float),
+                expected,
+                "{integer:?} {float:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn summary_counts_are_rounded_to_integers() {
+        let cases = [(2.6, 3), (2.4, 2), (-4.0, 0), (f64::NAN, 0)];
+        for (count, expected) in cases {
+            let proto = to_proto(&family(
+                "s",
+                MetricType::Summary,
+                vec![series(
+                    &[],
+                    Value::Summary(Summary {
+                        quantiles: vec![],
+                        count: Some(count),
+                        sum: None,
+                        created: None,
+                    }),
+                )],
+            ));
+            let summary = proto.metric[0].summary.as_ref().expect("a summary metric");
+            assert_eq!(summary.sample_count, Some(expected), "{count}");
+        }
+    }
+
+    #[test]
+    fn seconds_convert_to_timestamps_at_nanosecond_precision() {
+        let cases = [
+            (0.0, 0, 0),
+            (1.5, 1, 500_000_000),
+            (-1.5, -2, 500_000_000),
+            (0.999_999_999_9, 1, 0),
+            (1_700_000_000.25, 1_700_000_000, 250_000_000),
+        ];
+        for (seconds, whole, nanos) in cases {
+            let timestamp = seconds_to_timestamp(seconds);
+            assert_eq!(
+                timestamp,
+                Some(pb::Timestamp {
+                    seconds: whole,
+                    nanos
+                }),
+                "{seconds}"
+            );
+        }
+        assert_eq!(seconds_to_timestamp(f64::NAN), None);
+        assert_eq!(seconds_to_timestamp(f64::NEG_INFINITY), None);
+        let timestamp = pb::Timestamp {
+            seconds: -2,
+            nanos: 500_000_000,
+        };
+        assert_eq!(timestamp_to_seconds(timestamp), -1.5);
+    }
+
+    #[test]
+    fn absent_type_is_counter() {
+        let metric = pb::Metric {
+            counter: Some(Box::new(pb::Counter {
+                value: Some(4.0),
+                ..pb::Counter::default()
+            })),
+            ..pb::Metric::default()
+        };
+        let family = from_proto(proto_family("jobs_total", None, metric)).expect("a valid counter");
+        assert_eq!(family.metric_type, MetricType::Counter);
+        assert_eq!(
+            family.series[0].value,
+            Value::Counter(Counter {
+                total: 4.0,
+                created: None,
+                exemplar: None
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_type_is_rejected() {
+        let family = proto_family("x", Some(9), gauge_metric(&[]));
+        let reason = reason(from_proto(family));
+        assert!(
+            reason.starts_with("unknown type 9: use COUNTER"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn native_histogram_keeps_count_and_sum_in_one_infinite_bucket() {
+        let native = pb::Histogram {
+            sample_count: Some(7),
+            sample_sum: Some(3.5),
+            schema: Some(3),
+            zero_threshold: Some(1e-128),
+            zero_count: Some(1),
+            positive_span: vec![pb::BucketSpan {
+                offset: Some(0),
+                length: Some(2),
+            }],
+            positive_delta: vec![4, -2],
+            exemplars: vec![pb::Exemplar::default()],
+            ..pb::Histogram::default()
+        };
+        let family = proto_family(
+            "latency_seconds",
+            Some(pb::MetricType::Histogram as i32),
+            histogram_metric(native),
+        );
+        let family = from_proto(family).expect("a native histogram converts");
+        assert_eq!(
+            family.series[0].value,
+            Value::Histogram(Histogram {
+                buckets: vec![bucket(f64::INFINITY, 7.0)],
+                count: Some(7.0),
+                sum: Some(3.5),
+                created: None,
+            })
+        );
+    }
+
+    #[test]
+    fn classic_buckets_without_infinity_get_one_holding_the_count() {
+        let buckets = vec![
+            pb::Bucket {
+                cumulative_count: Some(2),
+                upper_bound: Some(1.0),
+                ..pb::Bucket::default()
+            },
+            pb::Bucket {
+                cumulative_count: Some(4),
+                upper_bound: Some(5.0),
+                ..pb::Bucket::default()
+            },
+        ];
+        // With a count, the +Inf bucket holds it; without, the last bucket's count.
+        let cases = [(Some(6), 6.0, Some(6.0)), (None, 4.0, None)];
+        for (sample_count, infinite_count, count) in cases {
+            let histogram = pb::Histogram {
+                sample_count,
+                bucket: buckets.clone(),
+                ..pb::Histogram::default()
+            };
+            let family = proto_family(
+                "h",
+                Some(pb::MetricType::Histogram as i32),
+                histogram_metric(histogram),
+            );
+            let family = from_proto(family).expect("a valid histogram");
+            assert_eq!(
+                family.series[0].value,
+                Value::Histogram(Histogram {
+                    buckets: vec![
+                        bucket(1.0, 2.0),
+                        bucket(5.0, 4.0),
+                        bucket(f64::INFINITY, infinite_count)
+                    ],
+                    count,
+                    sum: None,
+                    created: None,
+                }),
+                "{sample_count:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn buckets_out_of_order_or_without_a_bound_are_rejected() {
+        let cases: [(&[f64], &str); 4] = [
+            (&[2.0, 1.0], "upper bound 1 follows 2"),
+            (&[1.0, 1.0], "upper bound 1 follows 1"),
+            (&[f64::INFINITY, 1.0], "upper bound 1 follows inf"),
+            (&[1.0, f64::NAN], "NaN upper bound"),
+        ];
+        for (bounds, expected) in cases {
+            let histogram = pb::Histogram {
+                bucket: bounds
+                    .iter()
+                    .map(|bound| pb::Bucket {
+                        upper_bound: Some(*bound),
+                        ..pb::Bucket::default()
+                    })
+                    .collect(),
+                ..pb::Histogram::default()
+            };
+            let family = proto_family(
+                "h",
+                Some(pb::MetricType::GaugeHistogram as i32),
+                histogram_metric(histogram),
+            );
+            let reason = reason(from_proto(family));
+            assert!(reason.contains(expected), "{bounds:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn metrics_need_the_value_field_of_their_family_type() {
+        let counter = pb::Metric {
+            counter: Some(Box::new(pb::Counter::default())),
+            ..pb::Metric::default()
+        };
+        let summary = pb::Metric {
+            summary: Some(Box::new(pb::Summary::default())),
+            ..pb::Metric::default()
+        };
+        let cases = [
+            (pb::MetricType::Gauge, counter.clone(), "\"gauge\""),
+            (pb::MetricType::Counter, gauge_metric(&[]), "\"counter\""),
+            (pb::MetricType::Untyped, gauge_metric(&[]), "\"untyped\""),
+            (pb::MetricType::Summary, counter, "\"summary\""),
+            (pb::MetricType::Histogram, summary, "\"histogram\""),
+            (
+                pb::MetricType::GaugeHistogram,
+                pb::Metric::default(),
+                "\"histogram\"",
+            ),
+        ];
+        for (proto_type, metric, field) in cases {
+            let family = proto_family("x", Some(proto_type as i32), metric);
+            let reason = reason(from_proto(family));
+            let expected = format!(
+                "metric at index 0: no {field} field, which a {} family needs",
+                proto_type.as_str_name()
+            );
+            assert!(reason.starts_with(&expected), "{reason}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_family_and_say_what_to_do() {
+        let family = proto_family(
+            "temperature",
+            Some(pb::MetricType::Gauge as i32),
+            pb::Metric::default(),
+        );
+        let error = from_proto(family).expect_err("a gauge metric without a gauge");
+        assert_eq!(
+            error.to_string(),
+            "invalid metric family \"temperature\": metric at index 0: no \"gauge\" field, \
+             which a GAUGE family needs: put each value in the field that matches the family type"
+        );
+    }
+
+    #[test]
+    fn family_names_must_match_the_metric_name_pattern() {
+        let gauge = || Some(pb::MetricType::Gauge as i32);
+        for bad in ["", "1abc", "a-b", "a b", "é", "a\u{0}"] {
+            let reason = reason(from_proto(proto_family(bad, gauge(), gauge_metric(&[]))));
+            assert!(
+                reason.contains("[a-zA-Z_:][a-zA-Z0-9_:]*"),
+                "{bad:?}: {reason}"
+            );
+        }
+        for good in [":a", "_", "a:b_1", "Z9"] {
+            let family = from_proto(proto_family(good, gauge(), gauge_metric(&[])));
+            assert_eq!(family.map(|family| family.name), Ok(good.to_owned()));
+        }
+        let absent = pb::MetricFamily {
+            name: None,
+            ..proto_family("x", gauge(), gauge_metric(&[]))
+        };
+        assert!(matches!(
+            from_proto(absent),
+            Err(ProtoError::InvalidFamily { name, .. }) if name.is_empty()
+        ));
+    }
+
+    #[test]
+    fn invalid_names_in_errors_are_escaped_and_cut_short() {
+        let hostile = format!("a\n\"b{}", "c".repeat(1000));
+        let family = proto_family(&hostile, None, gauge_metric(&[]));
+        let Err(ProtoError::InvalidFamily { name, .. }) = from_proto(family) else {
+            panic!("a name with a newline is invalid");
+        };
+        assert!(name.starts_with("a\\n\\\"b"), "{name}");
+        assert!(name.ends_with("..."), "{name}");
+        assert!(name.len() < 100, "{}", name.len());
+    }
+
+    #[test]
+    fn label_names_must_match_the_label_name_pattern() {
+        for bad in ["", "1a", "a:b", "a-b", "é"] {
+            let family = proto_family("x", Some(1), gauge_metric(&[("ok", "1"), (bad, "v")]));
+            let reason = reason(from_proto(family));
+            assert!(
+                reason.starts_with("metric at index 0: invalid label name"),
+                "{bad:?}: {reason}"
+            );
+        }
+        let family = proto_family("x", Some(1), gauge_metric(&[("_a", "1"), ("B_9", "")]));
+        assert!(from_proto(family).is_ok());
+    }
+
+    #[test]
+    fn exemplar_labels_are_checked_like_metric_labels() {
+        let with_exemplar_labels = |names: &[&str]| pb::Metric {
+            counter: Some(Box::new(pb::Counter {
+                value: Some(1.0),
+                exemplar: Some(pb::Exemplar {
+                    label: names
+                        .iter()
+                        .map(|name| pb::LabelPair {
+                            name: Some((*name).to_owned()),
+                            value: Some("v".to_owned()),
+                        })
+                        .collect(),
+                    ..pb::Exemplar::default()
+                }),
+                ..pb::Counter::default()
+            })),
+            ..pb::Metric::default()
+        };
+        let cases = [
+            (
+                &["bad-name"][..],
+                "invalid exemplar label name \"bad-name\"",
+            ),
+            (&["id", "id"][..], "exemplar label \"id\" appears twice"),
+        ];
+        for (names, expected) in cases {
+            let family = proto_family("x_total", None, with_exemplar_labels(names));
+            let reason = reason(from_proto(family));
+            assert!(reason.contains(expected), "{reason}");
+        }
+    }
+
+    #[test]
+    fn duplicate_label_names_are_rejected() {
+        let many: Vec<String> = (0..20).map(|index| format!("l{index}")).collect();
+        let mut large: Vec<(&str, &str)> = many.iter().map(|name| (name.as_str(), "v")).collect();
+        large.push(("l7", "again"));
+        let cases = [
+            vec![("job", "a"), ("job", "b")],
+            vec![("a", "1"), ("job", "a"), ("b", "2"), ("job", "a")],
+            large,
+        ];
+        for labels in cases {
+            let family = proto_family("x", Some(1), gauge_metric(&labels));
+            let reason = reason(from_proto(family));
+            assert!(reason.contains("appears twice"), "{reason}");
+        }
+        // Both ways of looking agree on which name repeats.
+        let labels: Vec<Label> = many.iter().map(|name| Label::new(name, "v")).collect();
+        assert_eq!(duplicate_name(&labels), None);
+        let mut repeated = labels.clone();
+        repeated.push(Label::new("l3", "w"));
+        assert_eq!(duplicate_name(&repeated), Some("l3"));
+        assert_eq!(duplicate_name(&repeated[..3]), None);
+        assert_eq!(
+            duplicate_name(&[Label::new("a", "1"), Label::new("a", "2")]),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn an_empty_unit_is_no_unit() {
+        let family = pb::MetricFamily {
+            unit: Some(String::new()),
+            ..proto_family("x", Some(1), gauge_metric(&[]))
+        };
+        assert_eq!(from_proto(family).map(|family| family.unit), Ok(None));
+    }
+}

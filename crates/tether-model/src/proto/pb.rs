@@ -268,3 +268,91 @@ pub struct MetricFamily {
     #[prost(string, optional, tag = "5")]
     pub unit: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn repeated_scalars_encode_unpacked_as_proto2_does() {
+        let histogram = Histogram {
+            positive_delta: vec![1, -1],
+            ..Histogram::default()
+        };
+        // Field 13, wire type 0, once per element; sint64 zigzags 1 to 2 and -1 to 1.
+        assert_eq!(histogram.encode_to_vec(), [0x68, 0x02, 0x68, 0x01]);
+    }
+
+    #[test]
+    fn repeated_scalars_decode_packed_and_unpacked() {
+        let packed: &[u8] = &[
+            0x6a, 0x02, 0x02, 0x01, // field 13 packed: deltas 1, -1
+            0x5a, 0x08, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, // field 11 packed: count 1.0
+        ];
+        let unpacked: &[u8] = &[
+            0x68, 0x02, 0x68, 0x01, // field 13 unpacked: deltas 1, -1
+            0x59, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, // field 11 unpacked: count 1.0
+        ];
+        for bytes in [packed, unpacked] {
+            let histogram = Histogram::decode(bytes).expect("valid histogram bytes");
+            assert_eq!(histogram.positive_delta, [1, -1]);
+            assert_eq!(histogram.negative_count, [1.0]);
+        }
+    }
+
+    #[test]
+    fn timestamp_is_wire_compatible_with_google_protobuf_timestamp() {
+        let timestamp = Timestamp {
+            seconds: 1,
+            nanos: 2,
+        };
+        assert_eq!(timestamp.encode_to_vec(), [0x08, 0x01, 0x10, 0x02]);
+        // Proto3 leaves zero fields out.
+        assert_eq!(Timestamp::default().encode_to_vec(), [] as [u8; 0]);
+    }
+
+    #[test]
+    fn unknown_type_numbers_are_kept_for_the_converter_to_reject() {
+        let family = MetricFamily::decode(&[0x18, 0x09][..]).expect("valid family bytes");
+        assert_eq!(family.r#type, Some(9));
+    }
+
+    #[test]
+    fn absent_optional_scalars_differ_from_zero() {
+        let absent = Gauge::decode(&[][..]).expect("empty message");
+        let zero = Gauge::decode(&[0x09, 0, 0, 0, 0, 0, 0, 0, 0][..]).expect("valid gauge bytes");
+        assert_eq!(absent.value, None);
+        assert_eq!(zero.value, Some(0.0));
+    }
+
+    #[test]
+    fn metric_stays_small_so_empty_messages_cannot_amplify_memory() {
+        // See the doc on `Metric`: the boxed value fields keep it near 100
+        // bytes, where an inline histogram would make it 600.
+        assert!(size_of::<Metric>() <= 128, "{}", size_of::<Metric>());
+    }
+
+    #[test]
+    fn type_names_match_the_proto_file() {
+        let names: Vec<&str> = (0..6)
+            .map(|number| {
+                MetricType::try_from(number)
+                    .expect("0 to 5 are defined")
+                    .as_str_name()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "COUNTER",
+                "GAUGE",
+                "SUMMARY",
+                "UNTYPED",
+                "HISTOGRAM",
+                "GAUGE_HISTOGRAM"
+            ]
+        );
+    }
+}

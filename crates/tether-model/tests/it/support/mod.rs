@@ -22,7 +22,7 @@ fn any_value() -> impl Strategy<Value = f64> {
         1 => Just(f64::INFINITY),
         1 => Just(f64::NEG_INFINITY),
         1 => Just(-0.0),
-        1 => (0.0f64..1.0),
+        1 => 0.0f64..1.0,
     ]
 }
 
@@ -30,7 +30,7 @@ fn any_value() -> impl Strategy<Value = f64> {
 fn count_value() -> impl Strategy<Value = f64> {
     prop_oneof![
         3 => (0u64..1_000_000_000).prop_map(|v| v as f64),
-        1 => (0.0f64..1e12),
+        1 => 0.0f64..1e12,
     ]
 }
 
