@@ -80,7 +80,9 @@ pub enum ErrorKind {
     #[error("{0} line for \"{1}\" after its samples: metadata must come first")]
     MetadataAfterSamples(&'static str, String),
     /// A unit that is not the suffix of its family's name.
-    #[error("unit \"{unit}\" is not a suffix of the metric name \"{name}\": name it \"{name}_{unit}\"")]
+    #[error(
+        "unit \"{unit}\" is not a suffix of the metric name \"{name}\": name it \"{name}_{unit}\""
+    )]
     UnitNotSuffix {
         /// The family name.
         name: String,

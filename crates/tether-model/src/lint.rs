@@ -56,14 +56,23 @@ pub fn lint(families: &[MetricFamily]) -> Vec<Lint> {
         };
         let name = family.name.as_str();
         if family.help.as_deref().is_none_or(str::is_empty) {
-            add("help", format!("\"{name}\" has no help text: add a # HELP line"));
+            add(
+                "help",
+                format!("\"{name}\" has no help text: add a # HELP line"),
+            );
         }
         let is_counter = family.metric_type == MetricType::Counter;
         if is_counter && !name.ends_with("_total") {
-            add("counter-suffix", format!("counter \"{name}\" should end in \"_total\""));
+            add(
+                "counter-suffix",
+                format!("counter \"{name}\" should end in \"_total\""),
+            );
         }
         if !is_counter && name.ends_with("_total") {
-            add("total-suffix", format!("\"{name}\" is not a counter and should not end in \"_total\""));
+            add(
+                "total-suffix",
+                format!("\"{name}\" is not a counter and should not end in \"_total\""),
+            );
         }
         let is_distribution = matches!(
             family.metric_type,
@@ -74,13 +83,18 @@ pub fn lint(families: &[MetricFamily]) -> Vec<Lint> {
                 if name.ends_with(suffix) {
                     add(
                         "reserved-suffix",
-                        format!("\"{name}\" is not a histogram or summary and should not end in \"{suffix}\""),
+                        format!(
+                            "\"{name}\" is not a histogram or summary and should not end in \"{suffix}\""
+                        ),
                     );
                 }
             }
         }
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            add("snake-case", format!("\"{name}\" should be snake_case, not camelCase"));
+            add(
+                "snake-case",
+                format!("\"{name}\" should be snake_case, not camelCase"),
+            );
         }
         if name.contains(':') {
             add(
@@ -91,14 +105,23 @@ pub fn lint(families: &[MetricFamily]) -> Vec<Lint> {
         let words: Vec<&str> = name.split(['_', ':']).collect();
         for (unit, base) in NON_BASE_UNITS {
             if words.contains(&unit) {
-                add("base-unit", format!("\"{name}\" should use the base unit \"{base}\" instead of \"{unit}\""));
+                add(
+                    "base-unit",
+                    format!("\"{name}\" should use the base unit \"{base}\" instead of \"{unit}\""),
+                );
             }
         }
         for (abbreviation, unit) in ABBREVIATIONS {
-            if words.iter().skip(1).any(|w| w.eq_ignore_ascii_case(abbreviation)) {
+            if words
+                .iter()
+                .skip(1)
+                .any(|w| w.eq_ignore_ascii_case(abbreviation))
+            {
                 add(
                     "unit-abbreviation",
-                    format!("\"{name}\" abbreviates a unit (\"{abbreviation}\"): spell out \"{unit}\""),
+                    format!(
+                        "\"{name}\" abbreviates a unit (\"{abbreviation}\"): spell out \"{unit}\""
+                    ),
                 );
             }
         }
@@ -139,8 +162,22 @@ mod tests {
 
     #[test]
     fn clean_families_have_no_findings() {
-        assert!(rules(family("http_requests_total", MetricType::Counter, Some("Requests."))).is_empty());
-        assert!(rules(family("request_duration_seconds", MetricType::Histogram, Some("Latency."))).is_empty());
+        assert!(
+            rules(family(
+                "http_requests_total",
+                MetricType::Counter,
+                Some("Requests.")
+            ))
+            .is_empty()
+        );
+        assert!(
+            rules(family(
+                "request_duration_seconds",
+                MetricType::Histogram,
+                Some("Latency.")
+            ))
+            .is_empty()
+        );
         assert!(rules(family("memory_bytes", MetricType::Gauge, Some("Memory."))).is_empty());
     }
 
@@ -151,16 +188,39 @@ mod tests {
             ("requests_total", MetricType::Counter, Some(""), "help"),
             ("requests", MetricType::Counter, Some("h"), "counter-suffix"),
             ("queue_total", MetricType::Gauge, Some("h"), "total-suffix"),
-            ("items_count", MetricType::Gauge, Some("h"), "reserved-suffix"),
-            ("items_bucket", MetricType::Unknown, Some("h"), "reserved-suffix"),
+            (
+                "items_count",
+                MetricType::Gauge,
+                Some("h"),
+                "reserved-suffix",
+            ),
+            (
+                "items_bucket",
+                MetricType::Unknown,
+                Some("h"),
+                "reserved-suffix",
+            ),
             ("queueLength", MetricType::Gauge, Some("h"), "snake-case"),
             ("job:requests:rate5m", MetricType::Gauge, Some("h"), "colon"),
-            ("latency_milliseconds", MetricType::Gauge, Some("h"), "base-unit"),
-            ("latency_ms", MetricType::Gauge, Some("h"), "unit-abbreviation"),
+            (
+                "latency_milliseconds",
+                MetricType::Gauge,
+                Some("h"),
+                "base-unit",
+            ),
+            (
+                "latency_ms",
+                MetricType::Gauge,
+                Some("h"),
+                "unit-abbreviation",
+            ),
         ];
         for &(name, metric_type, help, rule) in cases {
             let found = rules(family(name, metric_type, help));
-            assert!(found.contains(&rule), "{name}: expected {rule}, found {found:?}");
+            assert!(
+                found.contains(&rule),
+                "{name}: expected {rule}, found {found:?}"
+            );
         }
     }
 

@@ -62,32 +62,104 @@ fn render_family_text(family: &MetricFamily, out: &mut Vec<u8>) {
     for series in &family.series {
         let ts = series.timestamp_ms;
         match &series.value {
-            Value::Single(value) => write_line(out, name, "", &series.labels, None, *value, ts, Format::Text),
+            Value::Single(value) => write_line(
+                out,
+                name,
+                "",
+                &series.labels,
+                None,
+                *value,
+                ts,
+                Format::Text,
+            ),
             Value::Counter(counter) => {
-                write_line(out, name, "", &series.labels, None, counter.total, ts, Format::Text);
+                write_line(
+                    out,
+                    name,
+                    "",
+                    &series.labels,
+                    None,
+                    counter.total,
+                    ts,
+                    Format::Text,
+                );
             }
             Value::Histogram(histogram) => {
                 render_labels_into(&mut labels_buf, &series.labels);
                 for bucket in &histogram.buckets {
-                    write_line_prerendered(out, name, "_bucket", &labels_buf, Some(("le", bucket.upper_bound)), bucket.count, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_bucket",
+                        &labels_buf,
+                        Some(("le", bucket.upper_bound)),
+                        bucket.count,
+                        ts,
+                        Format::Text,
+                    );
                 }
                 if let Some(sum) = histogram.sum {
-                    write_line_prerendered(out, name, "_sum", &labels_buf, None, sum, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_sum",
+                        &labels_buf,
+                        None,
+                        sum,
+                        ts,
+                        Format::Text,
+                    );
                 }
                 if let Some(count) = histogram.count {
-                    write_line_prerendered(out, name, "_count", &labels_buf, None, count, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_count",
+                        &labels_buf,
+                        None,
+                        count,
+                        ts,
+                        Format::Text,
+                    );
                 }
             }
             Value::Summary(summary) => {
                 render_labels_into(&mut labels_buf, &series.labels);
                 for quantile in &summary.quantiles {
-                    write_line_prerendered(out, name, "", &labels_buf, Some(("quantile", quantile.quantile)), quantile.value, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "",
+                        &labels_buf,
+                        Some(("quantile", quantile.quantile)),
+                        quantile.value,
+                        ts,
+                        Format::Text,
+                    );
                 }
                 if let Some(sum) = summary.sum {
-                    write_line_prerendered(out, name, "_sum", &labels_buf, None, sum, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_sum",
+                        &labels_buf,
+                        None,
+                        sum,
+                        ts,
+                        Format::Text,
+                    );
                 }
                 if let Some(count) = summary.count {
-                    write_line_prerendered(out, name, "_count", &labels_buf, None, count, ts, Format::Text);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_count",
+                        &labels_buf,
+                        None,
+                        count,
+                        ts,
+                        Format::Text,
+                    );
                 }
             }
         }
@@ -131,44 +203,106 @@ fn render_family_openmetrics(family: &MetricFamily, out: &mut Vec<u8>) {
         let ts = series.timestamp_ms;
         match &series.value {
             Value::Single(value) => {
-                let suffix = if family.metric_type == MetricType::Info { "_info" } else { "" };
+                let suffix = if family.metric_type == MetricType::Info {
+                    "_info"
+                } else {
+                    ""
+                };
                 write_line(out, name, suffix, &series.labels, None, *value, ts, om);
             }
             Value::Counter(counter) => {
                 render_labels_into(&mut labels_buf, &series.labels);
-                write_line_prerendered(out, name, "_total", &labels_buf, None, counter.total, ts, om);
+                write_line_prerendered(
+                    out,
+                    name,
+                    "_total",
+                    &labels_buf,
+                    None,
+                    counter.total,
+                    ts,
+                    om,
+                );
                 if let Some(exemplar) = &counter.exemplar {
                     write_exemplar(out, exemplar);
                 }
                 if let Some(created) = counter.created {
-                    write_line_prerendered(out, name, "_created", &labels_buf, None, created, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_created",
+                        &labels_buf,
+                        None,
+                        created,
+                        ts,
+                        om,
+                    );
                 }
             }
             Value::Histogram(histogram) => {
                 let gauge = family.metric_type == MetricType::GaugeHistogram;
                 render_labels_into(&mut labels_buf, &series.labels);
                 for bucket in &histogram.buckets {
-                    write_line_prerendered(out, name, "_bucket", &labels_buf, Some(("le", bucket.upper_bound)), bucket.count, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_bucket",
+                        &labels_buf,
+                        Some(("le", bucket.upper_bound)),
+                        bucket.count,
+                        ts,
+                        om,
+                    );
                     if let Some(exemplar) = &bucket.exemplar {
                         write_exemplar(out, exemplar);
                     }
                 }
-                let (count_suffix, sum_suffix) = if gauge { ("_gcount", "_gsum") } else { ("_count", "_sum") };
+                let (count_suffix, sum_suffix) = if gauge {
+                    ("_gcount", "_gsum")
+                } else {
+                    ("_count", "_sum")
+                };
                 if let Some(count) = histogram.count {
-                    write_line_prerendered(out, name, count_suffix, &labels_buf, None, count, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        count_suffix,
+                        &labels_buf,
+                        None,
+                        count,
+                        ts,
+                        om,
+                    );
                 }
                 if let Some(sum) = histogram.sum {
                     write_line_prerendered(out, name, sum_suffix, &labels_buf, None, sum, ts, om);
                 }
                 // Gauge histograms have no creation time in OpenMetrics.
                 if let Some(created) = histogram.created.filter(|_| !gauge) {
-                    write_line_prerendered(out, name, "_created", &labels_buf, None, created, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_created",
+                        &labels_buf,
+                        None,
+                        created,
+                        ts,
+                        om,
+                    );
                 }
             }
             Value::Summary(summary) => {
                 render_labels_into(&mut labels_buf, &series.labels);
                 for quantile in &summary.quantiles {
-                    write_line_prerendered(out, name, "", &labels_buf, Some(("quantile", quantile.quantile)), quantile.value, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "",
+                        &labels_buf,
+                        Some(("quantile", quantile.quantile)),
+                        quantile.value,
+                        ts,
+                        om,
+                    );
                 }
                 if let Some(count) = summary.count {
                     write_line_prerendered(out, name, "_count", &labels_buf, None, count, ts, om);
@@ -177,7 +311,16 @@ fn render_family_openmetrics(family: &MetricFamily, out: &mut Vec<u8>) {
                     write_line_prerendered(out, name, "_sum", &labels_buf, None, sum, ts, om);
                 }
                 if let Some(created) = summary.created {
-                    write_line_prerendered(out, name, "_created", &labels_buf, None, created, ts, om);
+                    write_line_prerendered(
+                        out,
+                        name,
+                        "_created",
+                        &labels_buf,
+                        None,
+                        created,
+                        ts,
+                        om,
+                    );
                 }
             }
         }
@@ -185,7 +328,10 @@ fn render_family_openmetrics(family: &MetricFamily, out: &mut Vec<u8>) {
 }
 
 /// Writes `name+suffix{labels} value[ ts]\n` for a series with its labels.
-#[allow(clippy::too_many_arguments, reason = "one line's parts, kept flat for the hot path")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one line's parts, kept flat for the hot path"
+)]
 fn write_line(
     out: &mut Vec<u8>,
     name: &str,
@@ -209,7 +355,10 @@ fn write_line(
 
 /// Like [`write_line`], with the labels already rendered by
 /// [`render_labels_into`] (histogram and summary lines share them).
-#[allow(clippy::too_many_arguments, reason = "one line's parts, kept flat for the hot path")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one line's parts, kept flat for the hot path"
+)]
 fn write_line_prerendered(
     out: &mut Vec<u8>,
     name: &str,
@@ -336,7 +485,10 @@ pub(crate) fn write_float(out: &mut Vec<u8>, value: f64) {
         if value == 0.0 && value.is_sign_negative() {
             out.extend_from_slice(b"-0");
         } else {
-            #[allow(clippy::cast_possible_truncation, reason = "integral and below 1e15, so exact")]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "integral and below 1e15, so exact"
+            )]
             let integer = value as i64;
             out.extend_from_slice(itoa::Buffer::new().format(integer).as_bytes());
         }

@@ -77,8 +77,16 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
         let _ = writeln!(stdout, "{error}");
     }
     for finding in &findings {
-        let line = checked.family_lines.get(finding.family).copied().unwrap_or(1);
-        let _ = writeln!(stderr, "{line}:1: warning: {} [{}]", finding.message, finding.rule);
+        let line = checked
+            .family_lines
+            .get(finding.family)
+            .copied()
+            .unwrap_or(1);
+        let _ = writeln!(
+            stderr,
+            "{line}:1: warning: {} [{}]",
+            finding.message, finding.rule
+        );
     }
     let n_series: usize = checked.families.iter().map(|f| f.series.len()).sum();
     let format_name = match format {
@@ -86,14 +94,22 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
         Format::OpenMetrics => "OpenMetrics 1.0",
     };
     let invalid = !checked.errors.is_empty() || (args.strict && !findings.is_empty());
-    let verdict = if checked.errors.is_empty() { "valid" } else { "invalid" };
+    let verdict = if checked.errors.is_empty() {
+        "valid"
+    } else {
+        "invalid"
+    };
     let _ = writeln!(
         stderr,
         "{source}: {verdict} {format_name}: {} families, {n_series} series, {} errors, {} warnings{}",
         checked.families.len(),
         checked.errors.len(),
         findings.len(),
-        if args.strict && !findings.is_empty() { " (--strict: warnings fail the check)" } else { "" },
+        if args.strict && !findings.is_empty() {
+            " (--strict: warnings fail the check)"
+        } else {
+            ""
+        },
     );
     ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_VALID })
 }

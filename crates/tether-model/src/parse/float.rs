@@ -86,7 +86,10 @@ fn parse_hex_float(rest: &str) -> Option<f64> {
     }
     let exponent = i32::try_from(binary_exponent.clamp(-2000, 2000)).ok()?;
     // Scale in two steps so that subnormal results do not underflow early.
-    #[allow(clippy::cast_precision_loss, reason = "mantissa has at most 60 bits; rounding is the point")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "mantissa has at most 60 bits; rounding is the point"
+    )]
     let value = mantissa as f64;
     let half = exponent / 2;
     Some(value * 2f64.powi(half) * 2f64.powi(exponent - half))

@@ -330,7 +330,12 @@ impl<'a> Parser<'a> {
 
             if self.saw_eof {
                 self.finished = true;
-                return Some(Err(make_error(self.src, pos, 0, ErrorKind::ContentAfterEof)));
+                return Some(Err(make_error(
+                    self.src,
+                    pos,
+                    0,
+                    ErrorKind::ContentAfterEof,
+                )));
             }
             if line.len() > self.limits.max_line_bytes {
                 return Some(Err(make_error(
@@ -415,7 +420,8 @@ impl<'a> Parser<'a> {
         let bytes = line.as_bytes();
         let keyword_start = skip_blanks(bytes, pos);
         let mut keyword_end = keyword_start;
-        while keyword_end < bytes.len() && bytes[keyword_end] != b' ' && bytes[keyword_end] != b'\t' {
+        while keyword_end < bytes.len() && bytes[keyword_end] != b' ' && bytes[keyword_end] != b'\t'
+        {
             keyword_end += 1;
         }
         let keyword = &line[keyword_start..keyword_end];
@@ -452,7 +458,10 @@ impl<'a> Parser<'a> {
         let metric_type = text_type(word).ok_or_else(|| {
             (
                 rest_start,
-                ErrorKind::UnknownType(word.to_owned(), "counter, gauge, histogram, summary, untyped"),
+                ErrorKind::UnknownType(
+                    word.to_owned(),
+                    "counter, gauge, histogram, summary, untyped",
+                ),
             )
         })?;
         let trailing = skip_blanks(bytes, type_end);
@@ -475,7 +484,10 @@ impl<'a> Parser<'a> {
             self.saw_eof = true;
             return Ok(Entry::Eof);
         }
-        let keyword = if bytes.len() >= 6 && bytes[1] == b' ' && bytes[6..].first().is_none_or(|&b| b == b' ') {
+        let keyword = if bytes.len() >= 6
+            && bytes[1] == b' '
+            && bytes[6..].first().is_none_or(|&b| b == b' ')
+        {
             &line[2..6]
         } else {
             ""
@@ -486,7 +498,11 @@ impl<'a> Parser<'a> {
             } else {
                 found_at(line, 2)
             };
-            let offset = if bytes.len() > 1 && bytes[1] != b' ' { 1 } else { 2 };
+            let offset = if bytes.len() > 1 && bytes[1] != b' ' {
+                1
+            } else {
+                2
+            };
             return Err((
                 offset,
                 ErrorKind::Unexpected {
@@ -509,7 +525,11 @@ impl<'a> Parser<'a> {
                 _ => Err((
                     name_end,
                     ErrorKind::Unexpected {
-                        expected: if keyword == "TYPE" { "space and metric type" } else { "space and unit" },
+                        expected: if keyword == "TYPE" {
+                            "space and metric type"
+                        } else {
+                            "space and unit"
+                        },
                         found: Found::EndOfLine,
                     },
                 )),
@@ -616,7 +636,9 @@ impl<'a> Parser<'a> {
                 if token.starts_with('#') {
                     (
                         pos,
-                        ErrorKind::ExemplarNotAllowed("the text format 0.0.4 has no exemplars; use OpenMetrics"),
+                        ErrorKind::ExemplarNotAllowed(
+                            "the text format 0.0.4 has no exemplars; use OpenMetrics",
+                        ),
                     )
                 } else {
                     (
@@ -651,7 +673,10 @@ impl<'a> Parser<'a> {
             sample.timestamp_ms = Some(parse_openmetrics_timestamp_ms(token).ok_or_else(|| {
                 (
                     pos,
-                    ErrorKind::InvalidTimestamp(token.to_owned(), "OpenMetrics takes seconds since the Unix epoch"),
+                    ErrorKind::InvalidTimestamp(
+                        token.to_owned(),
+                        "OpenMetrics takes seconds since the Unix epoch",
+                    ),
                 )
             })?);
             pos = ts_end;
@@ -675,7 +700,12 @@ impl<'a> Parser<'a> {
 
     /// Expects the separator of the format at `pos` and returns the offset
     /// of the next token.
-    fn expect_separator(&self, line: &str, pos: usize, expected: &'static str) -> LineResult<usize> {
+    fn expect_separator(
+        &self,
+        line: &str,
+        pos: usize,
+        expected: &'static str,
+    ) -> LineResult<usize> {
         let bytes = line.as_bytes();
         match self.format {
             Format::Text => {
@@ -739,26 +769,37 @@ impl<'a> Parser<'a> {
             ));
         }
         let (labels, end) = self.scan_labels(line, pos)?;
-        let label_chars: usize = labels.iter().map(|l| l.name.chars().count() + l.value.chars().count()).sum();
+        let label_chars: usize = labels
+            .iter()
+            .map(|l| l.name.chars().count() + l.value.chars().count())
+            .sum();
         if label_chars > 128 {
             return Err((pos, ErrorKind::ExemplarTooLong(label_chars)));
         }
         pos = self.expect_separator(line, end, "space before the exemplar value")?;
         let value_end = token_end(bytes, pos);
         let token = &line[pos..value_end];
-        let value = parse_go_float(token, false).ok_or_else(|| (pos, ErrorKind::InvalidValue(token.to_owned())))?;
+        let value = parse_go_float(token, false)
+            .ok_or_else(|| (pos, ErrorKind::InvalidValue(token.to_owned())))?;
         pos = value_end;
         let mut timestamp = None;
         if pos < bytes.len() {
             pos = self.expect_separator(line, pos, "space")?;
             let ts_end = token_end(bytes, pos);
             let token = &line[pos..ts_end];
-            timestamp = Some(parse_go_float(token, false).filter(|t| t.is_finite()).ok_or_else(|| {
-                (
-                    pos,
-                    ErrorKind::InvalidTimestamp(token.to_owned(), "OpenMetrics takes seconds since the Unix epoch"),
-                )
-            })?);
+            timestamp = Some(
+                parse_go_float(token, false)
+                    .filter(|t| t.is_finite())
+                    .ok_or_else(|| {
+                        (
+                            pos,
+                            ErrorKind::InvalidTimestamp(
+                                token.to_owned(),
+                                "OpenMetrics takes seconds since the Unix epoch",
+                            ),
+                        )
+                    })?,
+            );
             if ts_end != bytes.len() {
                 return Err((
                     ts_end,
@@ -840,11 +881,7 @@ impl<'a> Parser<'a> {
             if name == "__name__" {
                 return Err((name_start, ErrorKind::ReservedLabelName(name.to_owned())));
             }
-            if self
-                .label_names
-                .iter()
-                .any(|&(s, e)| &line[s..e] == name)
-            {
+            if self.label_names.iter().any(|&(s, e)| &line[s..e] == name) {
                 return Err((name_start, ErrorKind::DuplicateLabelName(name.to_owned())));
             }
             if self.label_names.len() >= self.limits.max_labels_per_series {
@@ -891,7 +928,10 @@ impl<'a> Parser<'a> {
                             Some(b'\\' | b'"' | b'n') => pos = backslash + 2,
                             Some(_) => {
                                 let c = line[backslash + 1..].chars().next().unwrap_or('\\');
-                                return Err((backslash, ErrorKind::InvalidEscape(c, "\\\\, \\\" and \\n")));
+                                return Err((
+                                    backslash,
+                                    ErrorKind::InvalidEscape(c, "\\\\, \\\" and \\n"),
+                                ));
                             }
                             None => return Err((quote, ErrorKind::UnterminatedLabelValue)),
                         }
@@ -989,7 +1029,10 @@ fn unescape_help(line: &str, start: usize, format: Format) -> LineResult<Cow<'_,
                 return Err((start + i, ErrorKind::InvalidEscape(other, "\\\\ and \\n")));
             }
             (Some((_, other)), Format::OpenMetrics) => {
-                return Err((start + i, ErrorKind::InvalidEscape(other, "\\\\, \\\" and \\n")));
+                return Err((
+                    start + i,
+                    ErrorKind::InvalidEscape(other, "\\\\, \\\" and \\n"),
+                ));
             }
             (None, _) => {
                 return Err((
@@ -1043,7 +1086,10 @@ fn parse_openmetrics_timestamp_ms(token: &str) -> Option<i64> {
     }
     let seconds = parse_go_float(token, false)?;
     let ms = (seconds * 1000.0).round();
-    #[allow(clippy::cast_possible_truncation, reason = "range checked just above the cast")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "range checked just above the cast"
+    )]
     (ms.is_finite() && ms.abs() < 9.2e18).then_some(ms as i64)
 }
 
@@ -1055,7 +1101,10 @@ fn parse_decimal_seconds_as_ms(token: &str) -> Option<i64> {
         _ => (false, token),
     };
     let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let seconds: i64 = int_part.parse().ok()?;

@@ -16,7 +16,10 @@ use std::hash::{BuildHasher, Hash, Hasher};
 pub use lexer::{Entry, LinePos, Parser, RawExemplar, RawLabel, RawLabels, RawLabelsIter, Sample};
 
 use crate::error::{ErrorKind, ParseError};
-use crate::model::{Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series, Summary, Value};
+use crate::model::{
+    Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
+    Summary, Value,
+};
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +97,11 @@ pub fn parse(input: &[u8], format: Format) -> Result<Vec<MetricFamily>, ParseErr
 }
 
 /// Parses a whole exposition; the first error fails it.
-pub fn parse_with_limits(input: &[u8], format: Format, limits: Limits) -> Result<Vec<MetricFamily>, ParseError> {
+pub fn parse_with_limits(
+    input: &[u8],
+    format: Format,
+    limits: Limits,
+) -> Result<Vec<MetricFamily>, ParseError> {
     let mut parser = Parser::new(input, format, limits)?;
     let mut builder = Builder::new(format, limits);
     while let Some(entry) = parser.next_entry() {
@@ -138,7 +145,10 @@ pub fn check(input: &[u8], format: Format, limits: Limits, max_errors: usize) ->
     while let Some(entry) = parser.next_entry() {
         let result = entry.and_then(|(entry, pos)| builder.feed(entry, pos));
         if let Err(error) = result {
-            let fatal = matches!(error.kind, ErrorKind::TooManySeries { .. } | ErrorKind::TooManyFamilies { .. });
+            let fatal = matches!(
+                error.kind,
+                ErrorKind::TooManySeries { .. } | ErrorKind::TooManyFamilies { .. }
+            );
             errors.push(error);
             if fatal || errors.len() >= max_errors {
                 break;
@@ -233,7 +243,9 @@ fn accepts(metric_type: MetricType, format: Format, part: Part, suffix: &str) ->
         }
         MetricType::GaugeHistogram => matches!(suffix, "_bucket" | "_gcount" | "_gsum"),
         MetricType::Summary => {
-            part == Part::Bare || matches!(suffix, "_count" | "_sum") || (om && part == Part::Created)
+            part == Part::Bare
+                || matches!(suffix, "_count" | "_sum")
+                || (om && part == Part::Created)
         }
         MetricType::Info => part == Part::Info,
     }
@@ -242,10 +254,18 @@ fn accepts(metric_type: MetricType, format: Format, part: Part, suffix: &str) ->
 fn name_hint(metric_type: MetricType, format: Format) -> &'static str {
     match (metric_type, format) {
         (MetricType::Counter, Format::OpenMetrics) => ": counters take _total and _created samples",
-        (MetricType::Histogram, Format::OpenMetrics) => ": histograms take _bucket, _count, _sum and _created samples",
-        (MetricType::Histogram, Format::Text) => ": histograms take _bucket, _count and _sum samples",
-        (MetricType::GaugeHistogram, _) => ": gauge histograms take _bucket, _gcount and _gsum samples",
-        (MetricType::Summary, Format::OpenMetrics) => ": summaries take quantile, _count, _sum and _created samples",
+        (MetricType::Histogram, Format::OpenMetrics) => {
+            ": histograms take _bucket, _count, _sum and _created samples"
+        }
+        (MetricType::Histogram, Format::Text) => {
+            ": histograms take _bucket, _count and _sum samples"
+        }
+        (MetricType::GaugeHistogram, _) => {
+            ": gauge histograms take _bucket, _gcount and _gsum samples"
+        }
+        (MetricType::Summary, Format::OpenMetrics) => {
+            ": summaries take quantile, _count, _sum and _created samples"
+        }
         (MetricType::Info, _) => ": info metrics take _info samples",
         _ => "",
     }
@@ -332,7 +352,10 @@ impl Builder {
                     return Err(at(1, ErrorKind::DuplicateMetadata("TYPE", name.to_owned())));
                 }
                 if !state.family.series.is_empty() {
-                    return Err(at(1, ErrorKind::MetadataAfterSamples("TYPE", name.to_owned())));
+                    return Err(at(
+                        1,
+                        ErrorKind::MetadataAfterSamples("TYPE", name.to_owned()),
+                    ));
                 }
                 state.typed = true;
                 state.family.metric_type = metric_type;
@@ -343,7 +366,12 @@ impl Builder {
     }
 
     /// The family a metadata line of `name` belongs to, created if new.
-    fn metadata_family(&mut self, name: &str, what: &'static str, pos: LinePos) -> Result<usize, ParseError> {
+    fn metadata_family(
+        &mut self,
+        name: &str,
+        what: &'static str,
+        pos: LinePos,
+    ) -> Result<usize, ParseError> {
         if let Some(&index) = self.by_name.get(name) {
             if self.format == Format::OpenMetrics {
                 if self.current != Some(index) {
@@ -368,7 +396,12 @@ impl Builder {
         Ok(index)
     }
 
-    fn new_family(&mut self, name: &str, metric_type: MetricType, pos: LinePos) -> Result<usize, ParseError> {
+    fn new_family(
+        &mut self,
+        name: &str,
+        metric_type: MetricType,
+        pos: LinePos,
+    ) -> Result<usize, ParseError> {
         if self.families.len() >= self.limits.max_families {
             return Err(ParseError {
                 line: pos.line,
@@ -479,7 +512,10 @@ impl Builder {
         };
         let (index, part) = self.resolve(sample.name, pos)?;
         if om && self.current != Some(index) && self.closed[index] {
-            return Err(at(1, ErrorKind::InterleavedFamily(self.families[index].meta_name.clone())));
+            return Err(at(
+                1,
+                ErrorKind::InterleavedFamily(self.families[index].meta_name.clone()),
+            ));
         }
         self.switch_to(index);
         let metric_type = self.families[index].family.metric_type;
@@ -516,11 +552,17 @@ impl Builder {
         let special_value = match special {
             Some(label) => {
                 let Some((text, offset)) = special_value else {
-                    return Err(at(1, ErrorKind::MissingLabel(label.to_owned(), sample.name.to_owned())));
+                    return Err(at(
+                        1,
+                        ErrorKind::MissingLabel(label.to_owned(), sample.name.to_owned()),
+                    ));
                 };
                 let value = float::parse_go_float(&text, !om).ok_or_else(|| {
                     let column = column_of(offset, sample);
-                    at(column, ErrorKind::InvalidLabelFloat(label, text.to_string()))
+                    at(
+                        column,
+                        ErrorKind::InvalidLabelFloat(label, text.to_string()),
+                    )
                 })?;
                 Some(value)
             }
@@ -529,7 +571,10 @@ impl Builder {
         if metric_type == MetricType::StateSet && reuse.is_none() {
             let meta_name = &self.families[index].meta_name;
             if !labels.iter().any(|l| &l.name == meta_name) {
-                return Err(at(1, ErrorKind::MissingLabel(meta_name.clone(), sample.name.to_owned())));
+                return Err(at(
+                    1,
+                    ErrorKind::MissingLabel(meta_name.clone(), sample.name.to_owned()),
+                ));
             }
         }
 
@@ -540,12 +585,17 @@ impl Builder {
                 let allowed = matches!(
                     (metric_type, part),
                     (MetricType::Counter, Part::Total)
-                        | (MetricType::Histogram | MetricType::GaugeHistogram, Part::Bucket)
+                        | (
+                            MetricType::Histogram | MetricType::GaugeHistogram,
+                            Part::Bucket
+                        )
                 );
                 if !allowed {
                     return Err(at(
                         1,
-                        ErrorKind::ExemplarNotAllowed("only counter _total and histogram _bucket samples carry exemplars"),
+                        ErrorKind::ExemplarNotAllowed(
+                            "only counter _total and histogram _bucket samples carry exemplars",
+                        ),
                     ));
                 }
                 Some(Exemplar {
@@ -611,7 +661,10 @@ impl Builder {
                         if upper_bound == last.upper_bound {
                             return Err(duplicate());
                         }
-                        return Err(at(1, ErrorKind::InvalidHistogram(state.meta_name.clone(), why)));
+                        return Err(at(
+                            1,
+                            ErrorKind::InvalidHistogram(state.meta_name.clone(), why),
+                        ));
                     }
                     if om && sample.value < last.count {
                         return Err(at(
@@ -646,10 +699,16 @@ impl Builder {
     }
 
     /// The index of the series with `labels` in family `index`, created if new.
-    fn series_for(&mut self, index: usize, labels: Vec<Label>, pos: LinePos) -> Result<usize, ParseError> {
+    fn series_for(
+        &mut self,
+        index: usize,
+        labels: Vec<Label>,
+        pos: LinePos,
+    ) -> Result<usize, ParseError> {
         self.order.clear();
         self.order.extend(0..labels.len());
-        self.order.sort_unstable_by(|&a, &b| labels[a].name.cmp(&labels[b].name));
+        self.order
+            .sort_unstable_by(|&a, &b| labels[a].name.cmp(&labels[b].name));
         let mut hasher = self.hasher.build_hasher();
         for &i in &self.order {
             labels[i].hash(&mut hasher);
@@ -758,34 +817,49 @@ impl FinishError {
     fn into_kind(self, family: &str) -> ErrorKind {
         match self {
             FinishError::Histogram(why) => ErrorKind::InvalidHistogram(family.to_owned(), why),
-            FinishError::Duplicate(what) => ErrorKind::DuplicateSeries(format!("{family} ({what})")),
+            FinishError::Duplicate(what) => {
+                ErrorKind::DuplicateSeries(format!("{family} ({what})"))
+            }
             FinishError::Missing(what) => ErrorKind::ValueOutOfRange("series", what),
         }
     }
 }
 
-fn finish_series(series: &mut Series, metric_type: MetricType, seen: u8, om: bool) -> Result<(), FinishError> {
+fn finish_series(
+    series: &mut Series,
+    metric_type: MetricType,
+    seen: u8,
+    om: bool,
+) -> Result<(), FinishError> {
     match &mut series.value {
         Value::Histogram(h) => {
             if !om {
                 // The text format allows buckets in any order; the model
                 // keeps them sorted.
-                h.buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+                h.buckets
+                    .sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
             }
-            if h.buckets.windows(2).any(|w| w[0].upper_bound == w[1].upper_bound) {
+            if h.buckets
+                .windows(2)
+                .any(|w| w[0].upper_bound == w[1].upper_bound)
+            {
                 return Err(FinishError::Duplicate("two buckets with the same le"));
             }
             if om {
                 match h.buckets.last() {
                     Some(last) if last.upper_bound == f64::INFINITY => {
                         if h.count.is_some_and(|count| count != last.count) {
-                            return Err(FinishError::Histogram("_count must equal the +Inf bucket"));
+                            return Err(FinishError::Histogram(
+                                "_count must equal the +Inf bucket",
+                            ));
                         }
                     }
                     _ => return Err(FinishError::Histogram("a +Inf bucket is required")),
                 }
                 if h.sum.is_some() != h.count.is_some() && metric_type == MetricType::Histogram {
-                    return Err(FinishError::Histogram("_sum and _count come together or not at all"));
+                    return Err(FinishError::Histogram(
+                        "_sum and _count come together or not at all",
+                    ));
                 }
             }
             Ok(())
@@ -798,15 +872,19 @@ fn finish_series(series: &mut Series, metric_type: MetricType, seen: u8, om: boo
             }
             Ok(())
         }
-        Value::Counter(_) if om && seen & SEEN_VALUE == 0 => {
-            Err(FinishError::Missing("counter has _created but no _total sample"))
-        }
+        Value::Counter(_) if om && seen & SEEN_VALUE == 0 => Err(FinishError::Missing(
+            "counter has _created but no _total sample",
+        )),
         _ => Ok(()),
     }
 }
 
 /// OpenMetrics' rules on values by type and part.
-fn check_openmetrics_value(metric_type: MetricType, part: Part, value: f64) -> Result<(), ErrorKind> {
+fn check_openmetrics_value(
+    metric_type: MetricType,
+    part: Part,
+    value: f64,
+) -> Result<(), ErrorKind> {
     let counting = matches!(
         (metric_type, part),
         (MetricType::Counter, Part::Total)
@@ -821,10 +899,16 @@ fn check_openmetrics_value(metric_type: MetricType, part: Part, value: f64) -> R
         ));
     }
     if metric_type == MetricType::Info && value != 1.0 {
-        return Err(ErrorKind::ValueOutOfRange("an info metric", "its value must be 1"));
+        return Err(ErrorKind::ValueOutOfRange(
+            "an info metric",
+            "its value must be 1",
+        ));
     }
     if metric_type == MetricType::StateSet && value != 0.0 && value != 1.0 {
-        return Err(ErrorKind::ValueOutOfRange("a state set", "each state's value must be 0 or 1"));
+        return Err(ErrorKind::ValueOutOfRange(
+            "a state set",
+            "each state's value must be 0 or 1",
+        ));
     }
     Ok(())
 }
@@ -870,6 +954,9 @@ fn describe_series(sample: &Sample<'_>) -> String {
 
 /// The column (in characters, from 1) of a byte offset in a sample's line.
 fn column_of(offset: usize, sample: &Sample<'_>) -> u32 {
-    let chars = sample.line.get(..offset).map_or(offset, |prefix| prefix.chars().count());
+    let chars = sample
+        .line
+        .get(..offset)
+        .map_or(offset, |prefix| prefix.chars().count());
     u32::try_from(chars + 1).unwrap_or(u32::MAX)
 }

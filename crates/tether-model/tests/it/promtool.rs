@@ -70,5 +70,8 @@ fn promtool_lints_pass_on_a_clean_family() {
     render(&families, Format::Text, &mut text);
     let (code, output) = promtool_check(&text);
     assert_eq!(code, 0, "promtool found problems: {output}");
-    assert_eq!(text, input, "rendering a parsed canonical input changes nothing");
+    assert_eq!(
+        text, input,
+        "rendering a parsed canonical input changes nothing"
+    );
 }

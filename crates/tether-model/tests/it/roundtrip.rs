@@ -10,7 +10,10 @@ fn round_trip(format: Format, model: &[tether_model::MetricFamily]) -> Result<()
     let mut first = Vec::new();
     render(model, format, &mut first);
     let parsed = parse(&first, format).map_err(|e| {
-        TestCaseError::fail(format!("{e}\n--- rendered ---\n{}", String::from_utf8_lossy(&first)))
+        TestCaseError::fail(format!(
+            "{e}\n--- rendered ---\n{}",
+            String::from_utf8_lossy(&first)
+        ))
     })?;
     prop_assert!(
         same(&parsed, &model.to_vec()),
@@ -19,7 +22,10 @@ fn round_trip(format: Format, model: &[tether_model::MetricFamily]) -> Result<()
     );
     let mut second = Vec::new();
     render(&parsed, format, &mut second);
-    prop_assert_eq!(String::from_utf8_lossy(&first), String::from_utf8_lossy(&second));
+    prop_assert_eq!(
+        String::from_utf8_lossy(&first),
+        String::from_utf8_lossy(&second)
+    );
     Ok(())
 }
 

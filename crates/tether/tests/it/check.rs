@@ -50,11 +50,17 @@ fn cases(format: &str, validity: &str) -> Vec<PathBuf> {
 fn limit_args(case: &Path) -> Option<Vec<String>> {
     let text = fs::read_to_string(case.with_extension("limits")).ok()?;
     let mut args = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (key, value) = line.split_once('=').expect("limits lines are key=value");
         match key.trim() {
             "max_line_bytes" => args.push(format!("--max-line-bytes={}", value.trim())),
-            "max_labels_per_series" => args.push(format!("--max-labels-per-series={}", value.trim())),
+            "max_labels_per_series" => {
+                args.push(format!("--max-labels-per-series={}", value.trim()))
+            }
             // Limits the command has no option for are covered by the
             // library's own corpus test.
             _ => return None,
@@ -90,8 +96,17 @@ fn accepts_every_valid_case_of_the_corpus() {
             }
         }
     }
-    assert!(n_cases >= 40, "only {n_cases} valid cases found in {}", corpus_dir().display());
-    assert!(failures.is_empty(), "{} valid cases rejected:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        n_cases >= 40,
+        "only {n_cases} valid cases found in {}",
+        corpus_dir().display()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} valid cases rejected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -101,7 +116,8 @@ fn rejects_every_invalid_case_of_the_corpus_at_its_position() {
     for format in ["text", "openmetrics"] {
         for case in cases(format, "invalid") {
             let input = fs::read(&case).expect("read case");
-            let expected = fs::read_to_string(case.with_extension("err")).expect("every invalid case has a .err file");
+            let expected = fs::read_to_string(case.with_extension("err"))
+                .expect("every invalid case has a .err file");
             let expected = expected.trim();
             let (position, message) = expected.split_once(": ").unwrap_or((expected, ""));
             let mut args = vec![format!("--format={format}")];
@@ -126,8 +142,17 @@ fn rejects_every_invalid_case_of_the_corpus_at_its_position() {
             }
         }
     }
-    assert!(n_cases >= 40, "only {n_cases} invalid cases found in {}", corpus_dir().display());
-    assert!(failures.is_empty(), "{} invalid cases misreported:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        n_cases >= 40,
+        "only {n_cases} invalid cases found in {}",
+        corpus_dir().display()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} invalid cases misreported:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -148,7 +173,12 @@ fn detects_openmetrics_by_its_eof_line() {
     // family declared without it.
     let input = b"# TYPE requests counter\n# HELP requests Requests.\nrequests_total 1\n# EOF\n";
     let output = run_check(&[], input);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("OpenMetrics"));
     // The same bytes as text: `# EOF` is a comment, and the sample is an
     // untyped family of its own, so it is still valid text.
@@ -164,7 +194,10 @@ fn lint_findings_warn_on_stderr_and_fail_only_with_strict() {
     assert_eq!(output.status.code(), Some(0));
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("1:1: warning:") && stderr.contains("[counter-suffix]"), "{stderr}");
+    assert!(
+        stderr.contains("1:1: warning:") && stderr.contains("[counter-suffix]"),
+        "{stderr}"
+    );
     assert!(stderr.contains("[help]"), "{stderr}");
 
     let output = run_check(&["--strict"], input);
@@ -178,7 +211,12 @@ fn reads_a_file_argument_and_reports_unreadable_ones_as_usage_errors() {
     let file = dir.join("metrics.prom");
     fs::write(&file, b"# HELP up Up.\n# TYPE up gauge\nup 1\n").expect("write file");
     let output = run_check(&[file.to_str().expect("utf-8 path")], b"");
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let missing = dir.join("missing.prom");
     let output = run_check(&[missing.to_str().expect("utf-8 path")], b"");

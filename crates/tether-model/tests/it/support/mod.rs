@@ -179,12 +179,7 @@ fn value_for(metric_type: MetricType, om: bool) -> BoxedStrategy<Value> {
             .boxed(),
         MetricType::Histogram => histogram(om).prop_map(Value::Histogram).boxed(),
         MetricType::GaugeHistogram => histogram(om)
-            .prop_map(|h| {
-                Value::Histogram(Histogram {
-                    created: None,
-                    ..h
-                })
-            })
+            .prop_map(|h| Value::Histogram(Histogram { created: None, ..h }))
             .boxed(),
         MetricType::Summary => summary(om).prop_map(Value::Summary).boxed(),
         MetricType::Info => Just(Value::Single(1.0)).boxed(),
