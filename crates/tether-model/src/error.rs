@@ -101,6 +101,21 @@ pub enum ErrorKind {
         /// A hint on the expected names.
         hint: &'static str,
     },
+    /// Lines of one series separated by another series (OpenMetrics).
+    #[error(
+        "lines of series {0} are interleaved with another series: keep each series' lines together"
+    )]
+    InterleavedSeries(String),
+    /// Several points of one series with different timestamps (OpenMetrics).
+    #[error(
+        "several points of series {0} with different timestamps: tether keeps one point per series, send the latest only"
+    )]
+    SeveralPoints(String),
+    /// A unit on a family type that takes none (OpenMetrics info, stateset).
+    #[error(
+        "\"{0}\" is an info or stateset metric, which cannot have a unit: remove the # UNIT line"
+    )]
+    UnitNotAllowed(String),
     /// Samples of one family separated by another family (OpenMetrics).
     #[error("samples of \"{0}\" are interleaved with another family: keep each family together")]
     InterleavedFamily(String),

@@ -1,41 +1,31 @@
-//! Number syntax of the exposition formats: Go's `ParseFloat` and `ParseInt`.
+//! Number syntax of the exposition formats, as Prometheus reads it.
 //!
-//! Prometheus reads values with Go's `strconv.ParseFloat`, so the text format
-//! accepts what it accepts: decimal and exponent forms, hexadecimal floats
-//! (`0x1.8p3`), `Inf`/`Infinity` with an optional sign and `NaN`, the words
-//! in any case. OpenMetrics takes the same words but no hexadecimal.
+//! Prometheus reads values with Go's `strconv.ParseFloat` but refuses the
+//! forms Go added later (hexadecimal mantissas and `_` separators), so both
+//! formats accept: decimal and exponent forms, `Inf`/`Infinity` with an
+//! optional sign, and `NaN`, the words in any case. A number too large for a
+//! double is an error, as it is in Go, not an infinity.
 
-/// Parses a float the way Go's `strconv.ParseFloat(s, 64)` does.
-///
-/// `allow_hex` admits hexadecimal mantissas (text format only).
-pub(crate) fn parse_go_float(token: &str, allow_hex: bool) -> Option<f64> {
+/// Parses a sample value or label float the way Prometheus does.
+pub(crate) fn parse_go_float(token: &str) -> Option<f64> {
     let bytes = token.as_bytes();
     let first = *bytes.first()?;
-    // The common case: plain decimal digits, handled by the standard library
-    // once the characters are known to be ones Go accepts as well.
     if first.is_ascii_digit() || first == b'.' || first == b'-' || first == b'+' {
-        let (negative, unsigned) = match first {
-            b'-' => (true, &token[1..]),
-            b'+' => (false, &token[1..]),
-            _ => (false, token),
+        let unsigned = match first {
+            b'-' | b'+' => &token[1..],
+            _ => token,
         };
-        let unsigned_bytes = unsigned.as_bytes();
-        if unsigned_bytes
-            .iter()
-            .all(|&b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        if unsigned
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
         {
-            // Rust and Go agree on this alphabet: digits, one dot, one exponent.
-            return token.parse::<f64>().ok();
-        }
-        if allow_hex
-            && unsigned_bytes.len() > 2
-            && unsigned_bytes[0] == b'0'
-            && (unsigned_bytes[1] | 0x20) == b'x'
-        {
-            return parse_hex_float(&unsigned[2..]).map(|v| if negative { -v } else { v });
+            // Rust and Go agree on this alphabet: digits, one dot, one
+            // exponent. Only Go reports overflow, as a range error.
+            return token.parse::<f64>().ok().filter(|v| v.is_finite());
         }
         // A sign may precede the infinity words only, never NaN.
         if first == b'-' || first == b'+' {
+            let negative = first == b'-';
             return parse_infinity(unsigned).map(|v| if negative { -v } else { v });
         }
         return None;
@@ -49,50 +39,6 @@ pub(crate) fn parse_go_float(token: &str, allow_hex: bool) -> Option<f64> {
 fn parse_infinity(word: &str) -> Option<f64> {
     (word.eq_ignore_ascii_case("inf") || word.eq_ignore_ascii_case("infinity"))
         .then_some(f64::INFINITY)
-}
-
-/// Parses the part after `0x` of a Go hexadecimal float: hex digits with an
-/// optional fraction, then a mandatory binary exponent `p±N`.
-fn parse_hex_float(rest: &str) -> Option<f64> {
-    let (mantissa_text, exponent_text) = rest.split_once(['p', 'P'])?;
-    let (int_part, frac_part) = match mantissa_text.split_once('.') {
-        Some((int_part, frac_part)) => (int_part, frac_part),
-        None => (mantissa_text, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    let exponent: i32 = exponent_text.parse().ok()?;
-    // Keep the first 15 hex digits (60 bits) exactly; later digits only
-    // shift the exponent. Doubles hold 53 bits, so this loses nothing that
-    // the final rounding would keep, up to a sticky bit we ignore.
-    let mut mantissa: u64 = 0;
-    let mut binary_exponent: i64 = i64::from(exponent);
-    let mut n_digits = 0;
-    for (index, byte) in int_part.bytes().chain(frac_part.bytes()).enumerate() {
-        let digit = u64::from(char::from(byte).to_digit(16)?);
-        let in_fraction = index >= int_part.len();
-        if n_digits < 15 {
-            if mantissa != 0 || digit != 0 {
-                n_digits += 1;
-            }
-            mantissa = mantissa * 16 + digit;
-            if in_fraction {
-                binary_exponent -= 4;
-            }
-        } else if !in_fraction {
-            binary_exponent += 4;
-        }
-    }
-    let exponent = i32::try_from(binary_exponent.clamp(-2000, 2000)).ok()?;
-    // Scale in two steps so that subnormal results do not underflow early.
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "mantissa has at most 60 bits; rounding is the point"
-    )]
-    let value = mantissa as f64;
-    let half = exponent / 2;
-    Some(value * 2f64.powi(half) * 2f64.powi(exponent - half))
 }
 
 /// Parses a timestamp of the text format: a decimal int64 of milliseconds.
@@ -114,41 +60,40 @@ mod tests {
 
     #[test]
     fn go_float_syntax() {
-        let cases: &[(&str, bool, Option<f64>)] = &[
-            ("1", false, Some(1.0)),
-            ("-2.5e3", false, Some(-2500.0)),
-            ("+7", false, Some(7.0)),
-            (".5", false, Some(0.5)),
-            ("5.", false, Some(5.0)),
-            ("1E-3", false, Some(0.001)),
-            ("+Inf", false, Some(f64::INFINITY)),
-            ("-inf", false, Some(f64::NEG_INFINITY)),
-            ("Infinity", false, Some(f64::INFINITY)),
-            ("-INFINITY", false, Some(f64::NEG_INFINITY)),
-            ("0x1p-2", true, Some(0.25)),
-            ("0x1.8p3", true, Some(12.0)),
-            ("-0X10P0", true, Some(-16.0)),
-            ("0x.8p1", true, Some(1.0)),
-            ("0x1p-2", false, None),
-            ("0x1", true, None),
-            ("0xp1", true, None),
-            ("+NaN", false, None),
-            ("-nan", false, None),
-            ("1_000", false, None),
-            ("", false, None),
-            ("1e", false, None),
-            ("e1", false, None),
-            ("--1", false, None),
-            ("1.2.3", false, None),
-            ("12a", false, None),
-            ("in", false, None),
-            ("infinit", false, None),
+        let cases: &[(&str, Option<f64>)] = &[
+            ("1", Some(1.0)),
+            ("-2.5e3", Some(-2500.0)),
+            ("+7", Some(7.0)),
+            (".5", Some(0.5)),
+            ("5.", Some(5.0)),
+            ("1E-3", Some(0.001)),
+            ("+Inf", Some(f64::INFINITY)),
+            ("-inf", Some(f64::NEG_INFINITY)),
+            ("Infinity", Some(f64::INFINITY)),
+            ("-INFINITY", Some(f64::NEG_INFINITY)),
+            ("0x1p-2", None),
+            ("+NaN", None),
+            ("-nan", None),
+            ("1_000", None),
+            ("", None),
+            ("1e", None),
+            ("e1", None),
+            ("--1", None),
+            ("1.2.3", None),
+            ("12a", None),
+            ("in", None),
+            ("infinit", None),
+            ("0x1p-2", None),
+            ("0x10", None),
+            ("1e400", None),
+            ("-1e400", None),
+            ("1e-400", Some(0.0)),
         ];
-        for &(token, hex, expected) in cases {
-            assert_eq!(parse_go_float(token, hex), expected, "{token}");
+        for &(token, expected) in cases {
+            assert_eq!(parse_go_float(token), expected, "{token}");
         }
-        assert!(parse_go_float("NaN", false).is_some_and(f64::is_nan));
-        assert!(parse_go_float("nan", false).is_some_and(f64::is_nan));
+        assert!(parse_go_float("NaN").is_some_and(f64::is_nan));
+        assert!(parse_go_float("nan").is_some_and(f64::is_nan));
     }
 
     #[test]

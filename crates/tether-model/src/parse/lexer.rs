@@ -58,6 +58,10 @@ pub struct Sample<'a> {
     pub exemplar: Option<RawExemplar<'a>>,
     /// The whole line, for error columns.
     pub(crate) line: &'a str,
+    /// Byte offset of the value in the line.
+    pub(crate) value_offset: usize,
+    /// Byte offset of the exemplar's `#` in the line (0 without one).
+    pub(crate) exemplar_offset: usize,
 }
 
 /// An exemplar as written on a sample line, already checked.
@@ -200,7 +204,8 @@ fn skip_blanks(bytes: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// Decodes `\\`, `\"` and `\n` in text already known to hold only those.
+/// Decodes `\\`, `\"` and `\n` in text already checked by the lexer; a
+/// backslash before any other character (OpenMetrics only) stays.
 fn unescape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
@@ -208,7 +213,12 @@ fn unescape(raw: &str) -> String {
         if c == '\\' {
             match chars.next() {
                 Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
+                Some(c @ ('\\' | '"')) => out.push(c),
+                // OpenMetrics keeps a backslash before any other character.
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
                 None => out.push('\\'),
             }
         } else {
@@ -515,25 +525,19 @@ impl<'a> Parser<'a> {
         let name_end = scan_metric_name(bytes, name_start, "metric name")?;
         let name = &line[name_start..name_end];
         if name_end == bytes.len() {
-            // `# HELP foo` with nothing after is an empty help; the others
-            // need their word.
-            return match keyword {
-                "HELP" => Ok(Entry::Help {
-                    name,
-                    help: Cow::Borrowed(""),
-                }),
-                _ => Err((
-                    name_end,
-                    ErrorKind::Unexpected {
-                        expected: if keyword == "TYPE" {
-                            "space and metric type"
-                        } else {
-                            "space and unit"
-                        },
-                        found: Found::EndOfLine,
+            // Every metadata line has a space after the name, even when the
+            // help text or unit after it is empty.
+            return Err((
+                name_end,
+                ErrorKind::Unexpected {
+                    expected: match keyword {
+                        "HELP" => "space and help text",
+                        "TYPE" => "space and metric type",
+                        _ => "space and unit",
                     },
-                )),
-            };
+                    found: Found::EndOfLine,
+                },
+            ));
         }
         if bytes[name_end] != b' ' {
             return Err((name_end, ErrorKind::InvalidMetricName));
@@ -587,7 +591,8 @@ impl<'a> Parser<'a> {
                 pos = after;
             }
         }
-        let labels = if pos < bytes.len() && bytes[pos] == b'{' {
+        let has_braces = pos < bytes.len() && bytes[pos] == b'{';
+        let labels = if has_braces {
             let (labels, end) = self.scan_labels(line, pos)?;
             pos = end;
             labels
@@ -598,12 +603,17 @@ impl<'a> Parser<'a> {
                 len: 0,
             }
         };
-        // Value separator: blanks in text, exactly one space in OpenMetrics.
-        pos = self.expect_separator(line, pos, "space before the value")?;
+        // Value separator: blanks in text (none needed after `}`), exactly
+        // one space in OpenMetrics.
+        let value_follows_brace =
+            text && has_braces && pos < bytes.len() && bytes[pos] != b' ' && bytes[pos] != b'\t';
+        if !value_follows_brace {
+            pos = self.expect_separator(line, pos, "space before the value")?;
+        }
         let value_start = pos;
         let value_end = token_end(bytes, pos);
         let value_token = &line[value_start..value_end];
-        let value = parse_go_float(value_token, text).ok_or_else(|| {
+        let value = parse_go_float(value_token).ok_or_else(|| {
             if value_token.is_empty() {
                 (
                     value_start,
@@ -624,6 +634,8 @@ impl<'a> Parser<'a> {
             timestamp_ms: None,
             exemplar: None,
             line,
+            value_offset: value_start,
+            exemplar_offset: 0,
         };
         if text {
             pos = skip_blanks(bytes, pos);
@@ -694,6 +706,7 @@ impl<'a> Parser<'a> {
                 ));
             }
         }
+        sample.exemplar_offset = pos;
         sample.exemplar = Some(self.scan_exemplar(line, pos)?);
         Ok(sample)
     }
@@ -779,7 +792,7 @@ impl<'a> Parser<'a> {
         pos = self.expect_separator(line, end, "space before the exemplar value")?;
         let value_end = token_end(bytes, pos);
         let token = &line[pos..value_end];
-        let value = parse_go_float(token, false)
+        let value = parse_go_float(token)
             .ok_or_else(|| (pos, ErrorKind::InvalidValue(token.to_owned())))?;
         pos = value_end;
         let mut timestamp = None;
@@ -788,7 +801,7 @@ impl<'a> Parser<'a> {
             let ts_end = token_end(bytes, pos);
             let token = &line[pos..ts_end];
             timestamp = Some(
-                parse_go_float(token, false)
+                parse_go_float(token)
                     .filter(|t| t.is_finite())
                     .ok_or_else(|| {
                         (
@@ -926,6 +939,9 @@ impl<'a> Parser<'a> {
                         let backslash = pos + i;
                         match bytes.get(backslash + 1) {
                             Some(b'\\' | b'"' | b'n') => pos = backslash + 2,
+                            // OpenMetrics: a backslash before any other
+                            // character is that backslash and character.
+                            Some(_) if !text => pos = backslash + 2,
                             Some(_) => {
                                 let c = line[backslash + 1..].chars().next().unwrap_or('\\');
                                 return Err((
@@ -1028,11 +1044,10 @@ fn unescape_help(line: &str, start: usize, format: Format) -> LineResult<Cow<'_,
             (Some((_, other)), Format::Text) => {
                 return Err((start + i, ErrorKind::InvalidEscape(other, "\\\\ and \\n")));
             }
+            // OpenMetrics keeps a backslash before any other character.
             (Some((_, other)), Format::OpenMetrics) => {
-                return Err((
-                    start + i,
-                    ErrorKind::InvalidEscape(other, "\\\\, \\\" and \\n"),
-                ));
+                out.push('\\');
+                out.push(other);
             }
             (None, _) => {
                 return Err((
@@ -1084,7 +1099,7 @@ fn parse_openmetrics_timestamp_ms(token: &str) -> Option<i64> {
     if let Some(ms) = parse_decimal_seconds_as_ms(token) {
         return Some(ms);
     }
-    let seconds = parse_go_float(token, false)?;
+    let seconds = parse_go_float(token)?;
     let ms = (seconds * 1000.0).round();
     #[allow(
         clippy::cast_possible_truncation,
@@ -1122,12 +1137,12 @@ fn parse_decimal_seconds_as_ms(token: &str) -> Option<i64> {
 /// Builds a positioned error from a byte offset within a line.
 fn make_error(src: &str, pos: LinePos, offset: usize, kind: ErrorKind) -> ParseError {
     let line_text = &src[pos.start..];
-    let offset = offset.min(line_text.len());
-    // Offsets are char boundaries at every call site; fall back to bytes
-    // if one were not.
-    let column = line_text
-        .get(..offset)
-        .map_or(offset, |prefix| prefix.chars().count());
+    let mut offset = offset.min(line_text.len());
+    // A limit can fall inside a character: point at that character.
+    while !line_text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let column = line_text[..offset].chars().count();
     ParseError {
         line: pos.line,
         column: column_number(column),

@@ -328,6 +328,9 @@ impl Builder {
                 if state.family.unit.is_some() {
                     return Err(at(1, ErrorKind::DuplicateMetadata("UNIT", name.to_owned())));
                 }
+                if !unit.is_empty() && takes_no_unit(state.family.metric_type) {
+                    return Err(at(1, ErrorKind::UnitNotAllowed(name.to_owned())));
+                }
                 if !unit.is_empty() {
                     let suffix_ok = name
                         .strip_suffix(unit)
@@ -356,6 +359,9 @@ impl Builder {
                         1,
                         ErrorKind::MetadataAfterSamples("TYPE", name.to_owned()),
                     ));
+                }
+                if state.family.unit.is_some() && takes_no_unit(metric_type) {
+                    return Err(at(1, ErrorKind::UnitNotAllowed(name.to_owned())));
                 }
                 state.typed = true;
                 state.family.metric_type = metric_type;
@@ -469,11 +475,10 @@ impl Builder {
                 && let Some(&index) = self.by_name.get(stem)
             {
                 let state = &self.families[index];
+                // A suffix the stem's type does not take starts a family of
+                // its own, as OpenMetrics specifies.
                 if let Some(part) = state.part_of(name, self.format) {
                     return Ok((index, part));
-                }
-                if state.typed && self.format == Format::OpenMetrics {
-                    return Err(self.mismatch(name, index, pos));
                 }
             }
         }
@@ -557,13 +562,15 @@ impl Builder {
                         ErrorKind::MissingLabel(label.to_owned(), sample.name.to_owned()),
                     ));
                 };
-                let value = float::parse_go_float(&text, !om).ok_or_else(|| {
-                    let column = column_of(offset, sample);
+                let column = column_of(offset, sample);
+                let value = float::parse_go_float(&text).ok_or_else(|| {
                     at(
                         column,
                         ErrorKind::InvalidLabelFloat(label, text.to_string()),
                     )
                 })?;
+                check_special_label(metric_type, part, value, om)
+                    .map_err(|kind| at(column, kind))?;
                 Some(value)
             }
             None => None,
@@ -579,6 +586,7 @@ impl Builder {
         }
 
         // Exemplars ride on counter totals and histogram buckets only.
+        let exemplar_column = column_of(sample.exemplar_offset, sample);
         let exemplar = match &sample.exemplar {
             None => None,
             Some(raw) => {
@@ -592,7 +600,7 @@ impl Builder {
                 );
                 if !allowed {
                     return Err(at(
-                        1,
+                        exemplar_column,
                         ErrorKind::ExemplarNotAllowed(
                             "only counter _total and histogram _bucket samples carry exemplars",
                         ),
@@ -613,8 +621,10 @@ impl Builder {
             }
         };
 
+        let value_column = column_of(sample.value_offset, sample);
         if om {
-            check_openmetrics_value(metric_type, part, sample.value).map_err(|kind| at(1, kind))?;
+            check_openmetrics_value(metric_type, part, sample.value)
+                .map_err(|kind| at(value_column, kind))?;
         }
 
         let series_index = match reuse {
@@ -622,12 +632,25 @@ impl Builder {
             None => self.series_for(index, labels, pos)?,
         };
         let state = &mut self.families[index];
+        let is_last_series = series_index + 1 == state.family.series.len();
+        state.series_lines[series_index] = pos.line;
         let seen = &mut state.seen[series_index];
         let series = &mut state.family.series[series_index];
+        let previous_timestamp = series.timestamp_ms;
         if series.timestamp_ms.is_none() {
             series.timestamp_ms = sample.timestamp_ms;
         }
-        let duplicate = || at(1, ErrorKind::DuplicateSeries(describe_series(sample)));
+        let duplicate = || {
+            let kind = match (previous_timestamp, sample.timestamp_ms) {
+                // OpenMetrics allows several timestamped points of one
+                // series; the model holds one value per series.
+                (Some(first), Some(this)) if first != this => {
+                    ErrorKind::SeveralPoints(describe_series(sample))
+                }
+                _ => ErrorKind::DuplicateSeries(describe_series(sample)),
+            };
+            at(1, kind)
+        };
         let bit = match part {
             Part::Bare | Part::Total | Part::Info => SEEN_VALUE,
             Part::Count => SEEN_COUNT,
@@ -642,6 +665,12 @@ impl Builder {
             }
             *seen |= bit;
         }
+        // OpenMetrics keeps the lines of one series together.
+        if om && !is_last_series {
+            return Err(at(1, ErrorKind::InterleavedSeries(describe_series(sample))));
+        }
+        let invalid_histogram =
+            |why| at(1, ErrorKind::InvalidHistogram(state.meta_name.clone(), why));
         match (&mut series.value, part) {
             (Value::Single(v), _) => *v = sample.value,
             (Value::Counter(c), Part::Bare | Part::Total) => {
@@ -651,30 +680,44 @@ impl Builder {
             (Value::Counter(c), Part::Created) => c.created = Some(sample.value),
             (Value::Histogram(h), Part::Bucket) => {
                 let upper_bound = special_value.unwrap_or(f64::INFINITY);
-                if let Some(last) = h.buckets.last() {
-                    if om && upper_bound <= last.upper_bound {
-                        let why = if upper_bound == last.upper_bound {
-                            "duplicate bucket"
-                        } else {
-                            "buckets must be in increasing order of le"
-                        };
-                        if upper_bound == last.upper_bound {
-                            return Err(duplicate());
-                        }
-                        return Err(at(
-                            1,
-                            ErrorKind::InvalidHistogram(state.meta_name.clone(), why),
+                let lower_bound = h
+                    .buckets
+                    .last()
+                    .map_or(f64::NEG_INFINITY, |b| b.upper_bound);
+                if let Some(last) = h.buckets.last()
+                    && om
+                {
+                    if upper_bound == last.upper_bound {
+                        return Err(duplicate());
+                    }
+                    if upper_bound < last.upper_bound {
+                        return Err(invalid_histogram(
+                            "buckets must be in increasing order of le",
                         ));
                     }
-                    if om && sample.value < last.count {
-                        return Err(at(
-                            1,
-                            ErrorKind::InvalidHistogram(
-                                state.meta_name.clone(),
-                                "bucket counts must not decrease as le grows",
-                            ),
+                    if sample.value < last.count {
+                        return Err(invalid_histogram(
+                            "bucket counts must not decrease as le grows",
                         ));
                     }
+                }
+                if let Some(exemplar) = &exemplar
+                    && om
+                    && !(exemplar.value <= upper_bound && exemplar.value > lower_bound)
+                {
+                    return Err(at(
+                        exemplar_column,
+                        ErrorKind::ValueOutOfRange(
+                            "an exemplar",
+                            "its value must fall inside its bucket (above the previous le, at most this le)",
+                        ),
+                    ));
+                }
+                if om
+                    && upper_bound == f64::INFINITY
+                    && h.count.is_some_and(|count| count != sample.value)
+                {
+                    return Err(invalid_histogram("the +Inf bucket must equal _count"));
                 }
                 h.buckets.push(Bucket {
                     upper_bound,
@@ -682,7 +725,13 @@ impl Builder {
                     exemplar,
                 });
             }
-            (Value::Histogram(h), Part::Count) => h.count = Some(sample.value),
+            (Value::Histogram(h), Part::Count) => {
+                let inf_bucket = h.buckets.last().filter(|b| b.upper_bound == f64::INFINITY);
+                if om && inf_bucket.is_some_and(|b| b.count != sample.value) {
+                    return Err(invalid_histogram("_count must equal the +Inf bucket"));
+                }
+                h.count = Some(sample.value);
+            }
             (Value::Histogram(h), Part::Sum) => h.sum = Some(sample.value),
             (Value::Histogram(h), Part::Created) => h.created = Some(sample.value),
             (Value::Summary(s), Part::Bare) => s.quantiles.push(Quantile {
@@ -846,19 +895,19 @@ fn finish_series(
                 return Err(FinishError::Duplicate("two buckets with the same le"));
             }
             if om {
-                match h.buckets.last() {
-                    Some(last) if last.upper_bound == f64::INFINITY => {
-                        if h.count.is_some_and(|count| count != last.count) {
-                            return Err(FinishError::Histogram(
-                                "_count must equal the +Inf bucket",
-                            ));
-                        }
-                    }
-                    _ => return Err(FinishError::Histogram("a +Inf bucket is required")),
+                if h.buckets
+                    .last()
+                    .is_none_or(|last| last.upper_bound != f64::INFINITY)
+                {
+                    return Err(FinishError::Histogram("a +Inf bucket is required"));
                 }
-                if h.sum.is_some() != h.count.is_some() && metric_type == MetricType::Histogram {
+                if h.sum.is_some() != h.count.is_some() {
                     return Err(FinishError::Histogram(
-                        "_sum and _count come together or not at all",
+                        if metric_type == MetricType::GaugeHistogram {
+                            "_gsum and _gcount come together or not at all"
+                        } else {
+                            "_sum and _count come together or not at all"
+                        },
                     ));
                 }
             }
@@ -875,6 +924,32 @@ fn finish_series(
         Value::Counter(_) if om && seen & SEEN_VALUE == 0 => Err(FinishError::Missing(
             "counter has _created but no _total sample",
         )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether OpenMetrics forbids a unit on families of this type.
+fn takes_no_unit(metric_type: MetricType) -> bool {
+    matches!(metric_type, MetricType::Info | MetricType::StateSet)
+}
+
+/// Rules on the `le` and `quantile` label values.
+fn check_special_label(
+    metric_type: MetricType,
+    part: Part,
+    value: f64,
+    om: bool,
+) -> Result<(), ErrorKind> {
+    match (metric_type, part) {
+        (MetricType::Histogram | MetricType::GaugeHistogram, Part::Bucket) if value.is_nan() => {
+            Err(ErrorKind::ValueOutOfRange(
+                "label \"le\"",
+                "it must be a number or +Inf, not NaN",
+            ))
+        }
+        (MetricType::Summary, Part::Bare) if om && !(0.0..=1.0).contains(&value) => Err(
+            ErrorKind::ValueOutOfRange("label \"quantile\"", "it must be between 0 and 1"),
+        ),
         _ => Ok(()),
     }
 }

@@ -59,7 +59,7 @@ fn limit_args(case: &Path) -> Option<Vec<String>> {
         match key.trim() {
             "max_line_bytes" => args.push(format!("--max-line-bytes={}", value.trim())),
             "max_labels_per_series" => {
-                args.push(format!("--max-labels-per-series={}", value.trim()))
+                args.push(format!("--max-labels-per-series={}", value.trim()));
             }
             // Limits the command has no option for are covered by the
             // library's own corpus test.

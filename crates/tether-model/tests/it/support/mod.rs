@@ -112,14 +112,28 @@ fn histogram(om: bool) -> impl Strategy<Value = Histogram> {
                 .iter()
                 .zip(&increments)
                 .zip(exemplars)
-                .map(|((&upper_bound, &increment), exemplar)| {
-                    running += increment.floor();
-                    Bucket {
-                        upper_bound,
-                        count: running,
-                        exemplar: if om { exemplar } else { None },
-                    }
-                })
+                .scan(
+                    f64::NEG_INFINITY,
+                    |lower_bound, ((&upper_bound, &increment), exemplar)| {
+                        running += increment.floor();
+                        // An exemplar's value falls inside its bucket.
+                        let inside = if upper_bound.is_finite() {
+                            upper_bound
+                        } else if lower_bound.is_finite() {
+                            *lower_bound + 1.0
+                        } else {
+                            0.0
+                        };
+                        *lower_bound = upper_bound;
+                        Some(Bucket {
+                            upper_bound,
+                            count: running,
+                            exemplar: exemplar
+                                .filter(|_| om)
+                                .map(|e| Exemplar { value: inside, ..e }),
+                        })
+                    },
+                )
                 .collect();
             let total = buckets.last().map_or(0.0, |b| b.count);
             Histogram {
@@ -247,7 +261,9 @@ pub(crate) fn family(format: Format, index: usize) -> impl Strategy<Value = Metr
         .prop_flat_map(move |(stem, metric_type, help, unit, n_series)| {
             // `_f<index>` ends every name, so no family's name is another's
             // name plus a suffix such as `_count`.
-            let unit = if om { unit } else { None };
+            // Info and state set families take no unit.
+            let takes_unit = om && !matches!(metric_type, MetricType::Info | MetricType::StateSet);
+            let unit = if takes_unit { unit } else { None };
             // A state set's family name is also a label name: no colons.
             let stem = if metric_type == MetricType::StateSet {
                 stem.replace(':', "_")
