@@ -27,4 +27,4 @@ pub use proto::{
     DEFAULT_MAX_MESSAGE_BYTES, decode_delimited, decode_delimited_frame, encode_delimited,
     encode_delimited_frame, from_proto, pb, to_proto,
 };
-pub use render::{render, render_end, render_family};
+pub use render::{TargetLabels, render, render_end, render_family, render_metadata, render_series};
