@@ -1,0 +1,134 @@
+//! Turning `metrics` names and labels into valid Prometheus names.
+//!
+//! The rule, for metric names: each character that Prometheus does not
+//! accept at its position becomes one `_` (so `http.requests` becomes
+//! `http_requests` and `1xx` becomes `_xx`); an empty name becomes `_`.
+//! Metric names accept `[a-zA-Z_:]` first and `[a-zA-Z0-9_:]` after. Label
+//! names follow the same rule without `:`. This is the rule of
+//! `metrics-exporter-prometheus`, so names are the ones its users know.
+//! Label values are never changed: the renderer escapes them.
+
+use std::borrow::Cow;
+
+use metrics::Key;
+use tether_model::Label;
+
+/// Returns `name` as a valid Prometheus metric name.
+pub(crate) fn metric_name(name: &str) -> Cow<'_, str> {
+    sanitize(name, true)
+}
+
+/// Returns `name` as a valid Prometheus label name.
+pub(crate) fn label_name(name: &str) -> Cow<'_, str> {
+    sanitize(name, false)
+}
+
+fn valid_char(c: char, first: bool, colon: bool) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || (colon && c == ':') || (!first && c.is_ascii_digit())
+}
+
+fn sanitize(name: &str, colon: bool) -> Cow<'_, str> {
+    if name.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    let valid = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| valid_char(c, i == 0, colon));
+    if valid {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| if valid_char(c, i == 0, colon) { c } else { '_' })
+            .collect(),
+    )
+}
+
+/// The exposition labels of `key`: names sanitized, sorted by name, and
+/// one label per name (the last one given wins, as in the event stream,
+/// whose label map keeps the last). A histogram's own `le` label is renamed
+/// `exported_le`, as Prometheus renames clashing target labels.
+pub(crate) fn labels(key: &Key, histogram: bool) -> Box<[Label]> {
+    let mut labels: Vec<Label> = key
+        .labels()
+        .map(|label| {
+            let name = label_name(label.key());
+            let name = if histogram && name == "le" {
+                "exported_le".to_owned()
+            } else {
+                name.into_owned()
+            };
+            Label {
+                name,
+                value: label.value().to_owned(),
+            }
+        })
+        .collect();
+    // A stable sort keeps equal names in the order given, so the last of a
+    // run is the last one given.
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut deduplicated: Vec<Label> = Vec::with_capacity(labels.len());
+    for label in labels {
+        match deduplicated.last_mut() {
+            Some(previous) if previous.name == label.name => *previous = label,
+            _ => deduplicated.push(label),
+        }
+    }
+    deduplicated.into_boxed_slice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_follow_the_documented_rule() {
+        let cases = [
+            ("requests_total", "requests_total"),
+            ("http.requests", "http_requests"),
+            ("ns:sub:metric", "ns:sub:metric"),
+            ("1xx", "_xx"),
+            ("a-b c", "a_b_c"),
+            ("naïve", "na_ve"),
+            ("", "_"),
+            ("_9", "_9"),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(metric_name(given), expected, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn label_names_reject_colons() {
+        assert_eq!(label_name("a:b"), "a_b");
+        assert_eq!(label_name("9lives"), "_lives");
+        assert_eq!(label_name("ok_name"), "ok_name");
+        assert_eq!(label_name(""), "_");
+    }
+
+    #[test]
+    fn labels_are_sorted_and_unique_with_the_last_winning() {
+        let key = Key::from_parts(
+            "m",
+            vec![
+                metrics::Label::new("z", "1"),
+                metrics::Label::new("a-b", "first"),
+                metrics::Label::new("a_b", "second"),
+                metrics::Label::new("le", "x"),
+            ],
+        );
+        let labels = labels(&key, true);
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("a_b", "second"), ("exported_le", "x"), ("z", "1")]
+        );
+        let plain = super::labels(&Key::from_parts("m", vec![metrics::Label::new("le", "x")]), false);
+        assert_eq!(plain[0].name, "le");
+    }
+}

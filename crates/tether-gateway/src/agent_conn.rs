@@ -1,0 +1,428 @@
+//! One agent connection: the handshake, then scrapes, pushes and
+//! heartbeats until either side closes.
+//!
+//! One task owns the socket. It selects between the next frame from the
+//! agent, the next command from a scrape, the heartbeat tick and the close
+//! signal, so no lock is held across IO and a slow agent only slows itself.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use subtle::ConstantTimeEq;
+use tether_model::{Label, MetricFamily, from_proto, pb};
+use tether_proto::{
+    ClientKind, FrameDecoder, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping, Pong, PushAck,
+    Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ServerMessage, Welcome, decode_client_message,
+    negotiate,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::{Command, Identity, RegisterError};
+use crate::state::Shared;
+use crate::telemetry::RejectKind;
+
+/// Most identity labels an agent may declare.
+pub(crate) const MAX_IDENTITY_LABELS: usize = 16;
+/// Longest identity label value, in bytes.
+pub(crate) const MAX_IDENTITY_VALUE_BYTES: usize = 256;
+/// Most scrapes waiting for one agent's answer; older ones beyond it are
+/// abandoned (their scrapes have timed out long since).
+const MAX_PENDING_SCRAPES: usize = 64;
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error("agent silent for {0:?}: closed as dead")]
+    Dead(Duration),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Serves one agent connection on `stream` until it ends.
+pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut conn = FramedConn::new(stream);
+    let config = &shared.config;
+    let hello = match tokio::time::timeout(config.handshake_timeout, conn.read_frame(MAX_HELLO_FRAME_BYTES)).await {
+        Err(_) => {
+            return reject(&mut conn, &shared, RejectKind::HandshakeTimeout, format!(
+                "no Hello within {} ms: send Hello as the first frame",
+                config.handshake_timeout.as_millis()
+            ))
+            .await;
+        }
+        Ok(Err(ConnectionError::Frame(error))) => {
+            let kind = reject_kind(&error);
+            return reject(&mut conn, &shared, kind, error.to_string()).await;
+        }
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(body))) => match decode_client_message(body) {
+            Ok(message) => match message.kind {
+                Some(ClientKind::Hello(hello)) => hello,
+                _ => {
+                    return reject(&mut conn, &shared, RejectKind::ProtocolViolation, format!(
+                        "first frame is {}, not hello: send Hello first",
+                        message.kind_name()
+                    ))
+                    .await;
+                }
+            },
+            Err(error) => {
+                let kind = reject_kind(&error);
+                return reject(&mut conn, &shared, kind, error.to_string()).await;
+            }
+        },
+    };
+    let Some(version) = negotiate(hello.min_version, hello.max_version) else {
+        return reject(&mut conn, &shared, RejectKind::UnsupportedVersion, format!(
+            "this gateway speaks protocol versions {}..={}, the agent offered {}..={}: upgrade the older side",
+            tether_proto::MIN_SUPPORTED_VERSION,
+            PROTOCOL_VERSION,
+            hello.min_version,
+            hello.max_version
+        ))
+        .await;
+    };
+    if !token_accepted(&config.agent_tokens, &hello.token) {
+        return reject(&mut conn, &shared, RejectKind::BadToken, "the token is not one this gateway accepts".to_owned()).await;
+    }
+    let identity = match identity_of(&hello) {
+        Ok(identity) => identity,
+        Err(message) => return reject(&mut conn, &shared, RejectKind::MissingIdentity, message).await,
+    };
+    if shutdown.is_cancelled() {
+        return reject(&mut conn, &shared, RejectKind::ShuttingDown, "the gateway is shutting down: reconnect later".to_owned()).await;
+    }
+    let close = shutdown.child_token();
+    let (guard, mut commands) = match shared.registry.register(identity, config.max_agents, close.clone()) {
+        Ok(registered) => registered,
+        Err(RegisterError::Full) => {
+            return reject(&mut conn, &shared, RejectKind::TooManyConnections, format!(
+                "the gateway holds its limit of {} agents: retry later or raise --max-agents",
+                config.max_agents
+            ))
+            .await;
+        }
+    };
+    let identity = Arc::clone(guard.identity());
+    let target = Arc::new(identity.target_labels());
+    tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
+    let heartbeat = config.heartbeat_interval;
+    conn.send(&ServerMessage::from(Welcome {
+        version,
+        heartbeat_interval_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
+        max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
+        gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+    .await?;
+
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>> = HashMap::new();
+    let mut next_scrape_id: u64 = 1;
+    let mut next_nonce: u64 = 1;
+    let mut last_heard = Instant::now();
+    let mut ticks = tokio::time::interval(heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let dead_after = heartbeat * SILENT_INTERVALS_BEFORE_DEAD;
+    let result = loop {
+        tokio::select! {
+            frame = conn.read_frame(config.max_frame_bytes) => {
+                let body = match frame {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break Ok(()),
+                    Err(ConnectionError::Frame(error)) => {
+                        let kind = reject_kind(&error);
+                        break reject(&mut conn, &shared, kind, error.to_string()).await;
+                    }
+                    Err(error) => break Err(error),
+                };
+                last_heard = Instant::now();
+                let message = match decode_client_message(body) {
+                    Ok(message) => message,
+                    Err(error) => {
+                        let kind = reject_kind(&error);
+                        break reject(&mut conn, &shared, kind, error.to_string()).await;
+                    }
+                };
+                match message.kind {
+                    Some(ClientKind::ScrapeResponse(response)) => {
+                        // A late answer finds no waiter and is dropped.
+                        if let Some(reply) = pending.remove(&response.id) {
+                            let outcome = if response.error.is_empty() {
+                                Ok(Arc::new(convert(response.families, &shared)))
+                            } else {
+                                Err(response.error)
+                            };
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Some(ClientKind::Push(push)) => {
+                        let families = convert(push.families, &shared);
+                        shared.telemetry.push(push.r#final);
+                        shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
+                        conn.send(&ServerMessage::from(PushAck { id: push.id, error: String::new() })).await?;
+                    }
+                    Some(ClientKind::Ping(ping)) => {
+                        conn.send(&ServerMessage::from(Pong { nonce: ping.nonce })).await?;
+                    }
+                    Some(ClientKind::Pong(_)) => {}
+                    Some(ClientKind::Goodbye(goodbye)) => {
+                        tracing::info!(reason = %goodbye.reason, "agent said goodbye");
+                        break Ok(());
+                    }
+                    Some(ClientKind::Hello(_)) | None => {
+                        break reject(&mut conn, &shared, RejectKind::ProtocolViolation, format!(
+                            "unexpected {} after the handshake",
+                            message.kind_name()
+                        ))
+                        .await;
+                    }
+                }
+            }
+            command = commands.recv() => {
+                let Some(Command::Scrape { timeout, reply }) = command else {
+                    break Ok(());
+                };
+                let id = next_scrape_id;
+                next_scrape_id += 1;
+                pending.retain(|_, waiter| !waiter.is_closed());
+                if pending.len() >= MAX_PENDING_SCRAPES {
+                    let _ = reply.send(Err("too many scrapes waiting for this agent".to_owned()));
+                    continue;
+                }
+                pending.insert(id, reply);
+                conn.send(&ServerMessage::from(ScrapeRequest {
+                    id,
+                    timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                }))
+                .await?;
+            }
+            _ = ticks.tick() => {
+                let silent = last_heard.elapsed();
+                if silent >= dead_after {
+                    break Err(ConnectionError::Dead(silent));
+                }
+                pending.retain(|_, waiter| !waiter.is_closed());
+                conn.send(&ServerMessage::from(Ping { nonce: next_nonce })).await?;
+                next_nonce += 1;
+            }
+            () = close.cancelled() => {
+                if shutdown.is_cancelled() {
+                    let _ = conn.send(&ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later"))).await;
+                }
+                break Ok(());
+            }
+        }
+    };
+    drop(guard);
+    tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), "agent disconnected");
+    result
+}
+
+/// Sends a Reject, counts it, and ends the connection with its reason.
+async fn reject<S>(conn: &mut FramedConn<S>, shared: &Shared, kind: RejectKind, message: String) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    shared.telemetry.reject(kind);
+    tracing::warn!(reason = kind.as_str(), %message, "agent rejected");
+    // The peer may be gone or not reading; the Reject is best effort and
+    // must not hold the task.
+    let reject = ServerMessage::from(Reject::new(reason_of(kind), message.clone()));
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.send(&reject)).await;
+    Err(ConnectionError::Rejected(message))
+}
+
+fn reason_of(kind: RejectKind) -> RejectReason {
+    match kind {
+        RejectKind::BadToken => RejectReason::BadToken,
+        RejectKind::UnsupportedVersion => RejectReason::UnsupportedVersion,
+        RejectKind::FrameTooLarge => RejectReason::FrameTooLarge,
+        RejectKind::MalformedFrame => RejectReason::MalformedFrame,
+        RejectKind::HandshakeTimeout => RejectReason::HandshakeTimeout,
+        RejectKind::TooManyConnections => RejectReason::TooManyConnections,
+        RejectKind::MissingIdentity => RejectReason::MissingIdentity,
+        RejectKind::ProtocolViolation => RejectReason::ProtocolViolation,
+        RejectKind::ShuttingDown => RejectReason::ShuttingDown,
+    }
+}
+
+fn reject_kind(error: &FrameError) -> RejectKind {
+    match error.reject_reason() {
+        RejectReason::FrameTooLarge => RejectKind::FrameTooLarge,
+        RejectReason::ProtocolViolation => RejectKind::ProtocolViolation,
+        _ => RejectKind::MalformedFrame,
+    }
+}
+
+/// Whether `token` is one of `accepted` (or none is required). Each
+/// comparison takes the same time wherever the first difference is.
+fn token_accepted(accepted: &[String], token: &str) -> bool {
+    if accepted.is_empty() {
+        return true;
+    }
+    accepted
+        .iter()
+        .fold(false, |found, candidate| found | bool::from(candidate.as_bytes().ct_eq(token.as_bytes())))
+}
+
+/// The identity an agent declared, checked: `job` and `instance` present,
+/// label names valid, sizes bounded.
+fn identity_of(hello: &Hello) -> Result<Identity, String> {
+    if let Some(missing) = hello.missing_identity() {
+        return Err(format!("the Hello has no \"{missing}\" identity label: every agent names its job and instance"));
+    }
+    if hello.identity.len() > MAX_IDENTITY_LABELS {
+        return Err(format!("{} identity labels: at most {MAX_IDENTITY_LABELS} are allowed", hello.identity.len()));
+    }
+    let mut labels: Vec<Label> = Vec::with_capacity(hello.identity.len());
+    for pair in &hello.identity {
+        let name = pair.name.as_deref().unwrap_or("");
+        let value = pair.value.as_deref().unwrap_or("");
+        let valid_name = name.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+        if name.is_empty() || !valid_name || name.starts_with("__") {
+            return Err(format!("identity label name {name:?} is not a valid Prometheus label name"));
+        }
+        if value.len() > MAX_IDENTITY_VALUE_BYTES {
+            return Err(format!("identity label {name} is longer than {MAX_IDENTITY_VALUE_BYTES} bytes"));
+        }
+        if labels.iter().any(|l| l.name == name) {
+            return Err(format!("identity label {name} is given twice"));
+        }
+        labels.push(Label::new(name, value));
+    }
+    Ok(Identity::new(labels))
+}
+
+/// Converts an agent's protobuf families into the model, keeping the
+/// exposition valid: invalid families and repeated series are dropped and
+/// counted, families of one name are merged.
+fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::with_capacity(families.len());
+    let mut by_name: HashMap<String, usize> = HashMap::with_capacity(families.len());
+    let mut dropped: u64 = 0;
+    for family in families {
+        let family = match from_proto(family) {
+            Ok(family) => family,
+            Err(error) => {
+                tracing::debug!(%error, "agent family dropped");
+                dropped += 1;
+                continue;
+            }
+        };
+        match by_name.get(&family.name) {
+            Some(&index) if out[index].metric_type == family.metric_type => out[index].series.extend(family.series),
+            Some(_) => dropped += family.series.len() as u64,
+            None => {
+                by_name.insert(family.name.clone(), out.len());
+                out.push(family);
+            }
+        }
+    }
+    let hasher = RandomState::new();
+    for family in &mut out {
+        let mut seen = std::collections::HashSet::with_capacity(family.series.len());
+        let before = family.series.len();
+        family.series.retain(|series| {
+            let mut labels: Vec<(&str, &str)> = series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+            labels.sort_unstable();
+            let mut state = hasher.build_hasher();
+            labels.hash(&mut state);
+            seen.insert(state.finish())
+        });
+        dropped += (before - family.series.len()) as u64;
+    }
+    if dropped > 0 {
+        shared.telemetry.duplicate_series(dropped);
+    }
+    out
+}
+
+/// A byte stream read and written as varint length-delimited frames.
+struct FramedConn<S> {
+    stream: S,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
+    fn new(stream: S) -> Self {
+        FramedConn {
+            stream,
+            read_buf: BytesMut::with_capacity(8 * 1024),
+            write_buf: BytesMut::with_capacity(256),
+        }
+    }
+
+    /// The next frame's body, `None` at a clean end of stream. Cancel
+    /// safe: bytes read stay in the buffer for the next call.
+    async fn read_frame(&mut self, max_frame_bytes: usize) -> Result<Option<bytes::Bytes>, ConnectionError> {
+        let mut decoder = FrameDecoder::new(max_frame_bytes);
+        loop {
+            if let Some(body) = decoder.decode(&mut self.read_buf)? {
+                return Ok(Some(body));
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return match decoder.decode_eof(&mut self.read_buf)? {
+                    Some(body) => Ok(Some(body)),
+                    None => Ok(None),
+                };
+            }
+        }
+    }
+
+    /// Writes one message as a frame and flushes it.
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), ConnectionError> {
+        self.write_buf.clear();
+        tether_proto::encode(message, &mut self.write_buf);
+        self.stream.write_all(&self.write_buf).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_all_checked_and_none_configured_admits_all() {
+        let tokens = vec!["alpha".to_owned(), "beta".to_owned()];
+        assert!(token_accepted(&tokens, "beta"));
+        assert!(!token_accepted(&tokens, "gamma"));
+        assert!(!token_accepted(&tokens, ""));
+        assert!(!token_accepted(&tokens, "alph"));
+        assert!(token_accepted(&[], "anything"));
+    }
+
+    #[test]
+    fn identities_are_checked() {
+        let ok = Hello::new("", [("job", "app"), ("instance", "a:1"), ("zone", "eu")]);
+        let identity = identity_of(&ok).expect("valid");
+        assert_eq!(identity.get("zone"), Some("eu"));
+        let cases = [
+            Hello::new("", [("job", "app")]),
+            Hello::new("", [("job", "app"), ("instance", "i"), ("__bad", "x")]),
+            Hello::new("", [("job", "app"), ("instance", "i"), ("1x", "x")]),
+            Hello::new("", [("job", "app"), ("instance", "i"), ("job", "again")]),
+        ];
+        for hello in cases {
+            assert!(identity_of(&hello).is_err(), "{hello:?}");
+        }
+    }
+}

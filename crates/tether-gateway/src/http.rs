@@ -1,0 +1,282 @@
+//! The HTTP routes: Prometheus expositions, health and readiness.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tether_model::Format;
+
+use crate::merge::{SourceRef, render_merged};
+use crate::state::Shared;
+
+/// Prometheus' header with the scrape's timeout in seconds.
+pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+
+/// Builds the router over the gateway's shared state.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_all))
+        .route("/metrics/connected", get(metrics_connected))
+        .route("/metrics/proxy", get(metrics_proxy))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(shared)
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready() {
+        (StatusCode::OK, "OK\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting or shutting down\n").into_response()
+    }
+}
+
+/// Which parts an exposition includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything: agents, pushes, the gateway's own metrics.
+    All,
+    /// Connected agents only.
+    Connected,
+}
+
+async fn metrics_all(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    exposition(shared, &headers, Scope::All).await
+}
+
+async fn metrics_connected(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    exposition(shared, &headers, Scope::Connected).await
+}
+
+async fn metrics_proxy(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let negotiated = Negotiated::from_headers(&headers);
+    let families = shared.self_families();
+    render_response(negotiated, move |out| {
+        render_merged(
+            &[SourceRef {
+                families: &families,
+                target: None,
+            }],
+            negotiated.format,
+            out,
+        );
+    })
+    .await
+}
+
+async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> Response {
+    let negotiated = Negotiated::from_headers(headers);
+    let timeout = scrape_timeout(headers, shared.config.scrape_timeout, shared.config.scrape_margin);
+    let started = Instant::now();
+    let round = shared.scraper.scrape(timeout).await;
+    let pushes = match scope {
+        Scope::All => shared.registry.pushes_to_serve(Instant::now()),
+        Scope::Connected => Vec::new(),
+    };
+    let self_families = match scope {
+        Scope::All => shared.self_families(),
+        Scope::Connected => Vec::new(),
+    };
+    let telemetry = Arc::clone(&shared);
+    let response = render_response(negotiated, move |out| {
+        let synthetic = [round.up_family(), round.duration_family()];
+        let mut sources: Vec<SourceRef<'_>> = Vec::with_capacity(round.results.len() + pushes.len() + 2);
+        for result in &round.results {
+            if let Ok(families) = &result.outcome {
+                sources.push(SourceRef {
+                    families,
+                    target: Some(&result.agent.target),
+                });
+            }
+        }
+        for (_, pushed) in &pushes {
+            sources.push(SourceRef {
+                families: &pushed.families,
+                target: Some(&pushed.target),
+            });
+        }
+        sources.push(SourceRef {
+            families: &synthetic,
+            target: None,
+        });
+        sources.push(SourceRef {
+            families: &self_families,
+            target: None,
+        });
+        let stats = render_merged(&sources, negotiated.format, out);
+        telemetry.telemetry.record_scrape(&round, stats);
+    })
+    .await;
+    shared.telemetry.record_scrape_duration(started.elapsed());
+    response
+}
+
+/// Renders on a blocking thread (a large exposition takes tens of
+/// milliseconds) and compresses when the client accepts gzip.
+async fn render_response<F>(negotiated: Negotiated, render: F) -> Response
+where
+    F: FnOnce(&mut Vec<u8>) + Send + 'static,
+{
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::with_capacity(64 * 1024);
+        render(&mut body);
+        if negotiated.gzip {
+            gzip(&body)
+        } else {
+            Ok(body)
+        }
+    })
+    .await;
+    let body = match rendered {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot compress the exposition: {error}\n")).into_response();
+        }
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "rendering the exposition failed\n").into_response();
+        }
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(negotiated.format.content_type()));
+    if negotiated.gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// Fast compression: a scrape is latency-bound, and level 1 already
+/// shrinks expositions several times over.
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+/// The format and encoding a scraper asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Negotiated {
+    pub(crate) format: Format,
+    pub(crate) gzip: bool,
+}
+
+impl Negotiated {
+    /// Reads `Accept` and `Accept-Encoding` as Prometheus sends them.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Negotiated {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let encoding = headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let openmetrics = quality(accept, |media| media.starts_with("application/openmetrics-text"));
+        let text = quality(accept, |media| media.starts_with("text/plain") || media == "*/*");
+        Negotiated {
+            format: if openmetrics > 0.0 && openmetrics >= text {
+                Format::OpenMetrics
+            } else {
+                Format::Text
+            },
+            gzip: quality(encoding, |coding| coding == "gzip" || coding == "*") > 0.0,
+        }
+    }
+}
+
+/// The highest `q` of the entries of an `Accept`-style list that `matches`.
+fn quality(list: &str, matches: impl Fn(&str) -> bool) -> f32 {
+    list.split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let media = parts.next()?.to_ascii_lowercase();
+            if !matches(&media) {
+                return None;
+            }
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some(q)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// The time a scrape may spend on its fan-out: the scraper's timeout less
+/// `margin`, capped by `cap`.
+pub(crate) fn scrape_timeout(headers: &HeaderMap, cap: Duration, margin: Duration) -> Duration {
+    let Some(seconds) = headers
+        .get(SCRAPE_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    else {
+        return cap;
+    };
+    let scraper = Duration::from_secs_f64(seconds.min(1e6));
+    // Keep the margin back, but never more than half the scraper's time.
+    let usable = if scraper > margin * 2 { scraper - margin } else { scraper / 2 };
+    usable.min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in pairs {
+            map.insert(name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn negotiates_as_prometheus_asks() {
+        let prometheus = headers(&[
+            (
+                "accept",
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ),
+            ("accept-encoding", "gzip"),
+        ]);
+        assert_eq!(
+            Negotiated::from_headers(&prometheus),
+            Negotiated {
+                format: Format::OpenMetrics,
+                gzip: true
+            }
+        );
+        let text_preferred = headers(&[("accept", "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5")]);
+        assert_eq!(Negotiated::from_headers(&text_preferred).format, Format::Text);
+        let curl = headers(&[("accept", "*/*")]);
+        assert_eq!(
+            Negotiated::from_headers(&curl),
+            Negotiated {
+                format: Format::Text,
+                gzip: false
+            }
+        );
+        assert!(!Negotiated::from_headers(&headers(&[("accept-encoding", "gzip;q=0")])).gzip);
+    }
+
+    #[test]
+    fn scrape_timeout_follows_the_scraper_within_the_cap() {
+        let cap = Duration::from_secs(10);
+        let margin = Duration::from_millis(250);
+        assert_eq!(scrape_timeout(&HeaderMap::new(), cap, margin), cap);
+        assert_eq!(
+            scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "2")]), cap, margin),
+            Duration::from_millis(1750)
+        );
+        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "30")]), cap, margin), cap);
+        assert_eq!(
+            scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "0.3")]), cap, margin),
+            Duration::from_millis(150)
+        );
+        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "nope")]), cap, margin), cap);
+        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "-1")]), cap, margin), cap);
+    }
+}

@@ -1,0 +1,197 @@
+//! The gateway's own metrics, registered once on the recorder the gateway
+//! was given and served on `/metrics/proxy` (and within `/metrics`).
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+
+use crate::merge::MergeStats;
+use crate::scrape::Round;
+use crate::agents::ScrapeFailure;
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Why an agent was turned away; each reason is a label value of
+/// `tether_agent_rejects_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RejectKind {
+    BadToken,
+    UnsupportedVersion,
+    FrameTooLarge,
+    MalformedFrame,
+    HandshakeTimeout,
+    TooManyConnections,
+    MissingIdentity,
+    ProtocolViolation,
+    ShuttingDown,
+}
+
+impl RejectKind {
+    const ALL: [RejectKind; 9] = [
+        RejectKind::BadToken,
+        RejectKind::UnsupportedVersion,
+        RejectKind::FrameTooLarge,
+        RejectKind::MalformedFrame,
+        RejectKind::HandshakeTimeout,
+        RejectKind::TooManyConnections,
+        RejectKind::MissingIdentity,
+        RejectKind::ProtocolViolation,
+        RejectKind::ShuttingDown,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::BadToken => "bad_token",
+            RejectKind::UnsupportedVersion => "unsupported_version",
+            RejectKind::FrameTooLarge => "frame_too_large",
+            RejectKind::MalformedFrame => "malformed_frame",
+            RejectKind::HandshakeTimeout => "handshake_timeout",
+            RejectKind::TooManyConnections => "too_many_connections",
+            RejectKind::MissingIdentity => "missing_identity",
+            RejectKind::ProtocolViolation => "protocol_violation",
+            RejectKind::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Handles of every gateway metric. Cheap to update: each is an atomic
+/// behind the recorder's handle.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    agents_connected: Gauge,
+    rejects: Vec<(RejectKind, Counter)>,
+    scrapes: Counter,
+    scrape_duration: Histogram,
+    agent_timeouts: Counter,
+    agent_unavailable: Counter,
+    agent_errors: Counter,
+    type_conflicts: Counter,
+    series_served: Counter,
+    pushes: Counter,
+    final_pushes: Counter,
+    pushes_held: Gauge,
+    duplicate_series: Counter,
+}
+
+fn key(name: &'static str, labels: Vec<Label>) -> Key {
+    Key::from_parts(name, labels)
+}
+
+impl Telemetry {
+    /// Describes and registers every metric on `recorder`.
+    pub(crate) fn new(recorder: &dyn Recorder) -> Telemetry {
+        let describe = |name: &'static str, unit: Unit, help: &'static str, kind: u8| {
+            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+            match kind {
+                0 => recorder.describe_counter(name, Some(unit), help),
+                1 => recorder.describe_gauge(name, Some(unit), help),
+                _ => recorder.describe_histogram(name, Some(unit), help),
+            }
+        };
+        describe("tether_agents_connected", Unit::Count, "Agents connected now.", 1);
+        describe("tether_agent_rejects_total", Unit::Count, "Agent connections turned away, by reason.", 0);
+        describe("tether_scrapes_total", Unit::Count, "Scrapes of /metrics and /metrics/connected served.", 0);
+        describe("tether_scrape_duration_seconds", Unit::Seconds, "Time to serve a scrape, fan-out included.", 2);
+        describe(
+            "tether_agent_scrape_failures_total",
+            Unit::Count,
+            "Agents left out of a scrape, by reason (timeout, unavailable, error).",
+            0,
+        );
+        describe(
+            "tether_merge_type_conflicts_total",
+            Unit::Count,
+            "Families left out of a scrape because their type conflicted with another source's.",
+            0,
+        );
+        describe("tether_series_served_total", Unit::Count, "Series written into expositions.", 0);
+        describe("tether_agent_pushes_total", Unit::Count, "Pushes received from agents, by whether they were final.", 0);
+        describe("tether_pushes_held", Unit::Count, "Pushed data sets held and served now.", 1);
+        describe(
+            "tether_agent_duplicate_series_total",
+            Unit::Count,
+            "Series an agent sent twice in one answer, dropped to keep the exposition valid.",
+            0,
+        );
+        let counter = |name: &'static str, labels: Vec<Label>| recorder.register_counter(&key(name, labels), &METADATA);
+        let failure = |reason: &'static str| counter("tether_agent_scrape_failures_total", vec![Label::new("reason", reason)]);
+        let push = |is_final: &'static str| counter("tether_agent_pushes_total", vec![Label::new("final", is_final)]);
+        Telemetry {
+            agents_connected: recorder.register_gauge(&key("tether_agents_connected", vec![]), &METADATA),
+            rejects: RejectKind::ALL
+                .into_iter()
+                .map(|kind| {
+                    (
+                        kind,
+                        counter("tether_agent_rejects_total", vec![Label::new("reason", kind.as_str())]),
+                    )
+                })
+                .collect(),
+            scrapes: counter("tether_scrapes_total", vec![]),
+            scrape_duration: recorder.register_histogram(&key("tether_scrape_duration_seconds", vec![]), &METADATA),
+            agent_timeouts: failure("timeout"),
+            agent_unavailable: failure("unavailable"),
+            agent_errors: failure("error"),
+            type_conflicts: counter("tether_merge_type_conflicts_total", vec![]),
+            series_served: counter("tether_series_served_total", vec![]),
+            pushes: push("false"),
+            final_pushes: push("true"),
+            pushes_held: recorder.register_gauge(&key("tether_pushes_held", vec![]), &METADATA),
+            duplicate_series: counter("tether_agent_duplicate_series_total", vec![]),
+        }
+    }
+
+    /// An agent turned away.
+    pub(crate) fn reject(&self, kind: RejectKind) {
+        if let Some((_, counter)) = self.rejects.iter().find(|(k, _)| *k == kind) {
+            counter.increment(1);
+        }
+    }
+
+    /// The number of connected agents changed.
+    pub(crate) fn set_agents_connected(&self, n_agents: usize) {
+        #[allow(clippy::cast_precision_loss, reason = "agent counts are far below 2^53")]
+        self.agents_connected.set(n_agents as f64);
+    }
+
+    /// The number of held pushes changed.
+    pub(crate) fn set_pushes_held(&self, n_pushes: usize) {
+        #[allow(clippy::cast_precision_loss, reason = "push counts are far below 2^53")]
+        self.pushes_held.set(n_pushes as f64);
+    }
+
+    /// A push arrived.
+    pub(crate) fn push(&self, is_final: bool) {
+        if is_final {
+            self.final_pushes.increment(1);
+        } else {
+            self.pushes.increment(1);
+        }
+    }
+
+    /// An agent's answer held series twice.
+    pub(crate) fn duplicate_series(&self, n_series: u64) {
+        self.duplicate_series.increment(n_series);
+    }
+
+    /// A scrape's round and merge finished.
+    pub(crate) fn record_scrape(&self, round: &Round, stats: MergeStats) {
+        self.scrapes.increment(1);
+        self.type_conflicts.increment(stats.type_conflicts);
+        self.series_served.increment(stats.series);
+        for result in &round.results {
+            match &result.outcome {
+                Ok(_) => {}
+                Err(ScrapeFailure::Timeout) => self.agent_timeouts.increment(1),
+                Err(ScrapeFailure::Unavailable) => self.agent_unavailable.increment(1),
+                Err(ScrapeFailure::Failed(_)) => self.agent_errors.increment(1),
+            }
+        }
+    }
+
+    /// A scrape was answered after `elapsed`.
+    pub(crate) fn record_scrape_duration(&self, elapsed: Duration) {
+        self.scrape_duration.record(elapsed.as_secs_f64());
+    }
+}

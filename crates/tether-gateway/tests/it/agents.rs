@@ -1,0 +1,234 @@
+//! Agents pulled on every scrape: the merged exposition, deadlines, push
+//! and close, and every way an agent can be turned away.
+
+use std::io::Read;
+
+use tether_gateway::Config;
+use tether_model::{Format, parse};
+use tether_proto::{Hello, Push, RejectReason, ServerKind};
+
+use crate::support::{RawAgent, TestGateway, gauge, get, value_of};
+
+async fn expect_reject(agent: &mut RawAgent, reason: RejectReason) {
+    match agent.recv().await.and_then(|m| m.kind) {
+        Some(ServerKind::Reject(reject)) => {
+            assert_eq!(reject.reason(), reason, "reject message: {}", reject.message);
+            assert!(!reject.message.is_empty(), "a Reject says why");
+        }
+        other => panic!("expected a Reject {reason:?}, got {other:?}"),
+    }
+    assert!(agent.recv().await.is_none(), "the gateway closes after a Reject");
+}
+
+#[tokio::test]
+async fn scrape_merges_agents_with_identity_labels_and_up() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (a, _) = RawAgent::hello(gateway.agents, "app", "a:1", "").await;
+    let (b, _) = RawAgent::hello(gateway.agents, "app", "b:1", "").await;
+    let serving = [
+        a.serve(vec![gauge("temperature", &[("x", 1.0), ("y", 2.0)])]),
+        b.serve(vec![gauge("temperature", &[("x", 3.0)]), gauge("load", &[("z", 0.5)])]),
+    ];
+    let response = get(gateway.http, "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(response.headers["content-type"].starts_with("text/plain; version=0.0.4"));
+    let text = response.text();
+    let families = parse(text.as_bytes(), Format::Text).expect("the gateway's output is valid");
+    assert_eq!(text.matches("# TYPE temperature gauge").count(), 1, "one TYPE per family:\n{text}");
+    assert_eq!(value_of(&families, "temperature", &[("job", "app"), ("instance", "a:1"), ("k", "y")]), Some(2.0));
+    assert_eq!(value_of(&families, "temperature", &[("instance", "b:1"), ("k", "x")]), Some(3.0));
+    assert_eq!(value_of(&families, "load", &[("instance", "b:1")]), Some(0.5));
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "a:1")]), Some(1.0));
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "b:1")]), Some(1.0));
+    gateway.stop().await;
+    for task in serving {
+        task.await.expect("agent task");
+    }
+}
+
+#[tokio::test]
+async fn a_hung_agent_is_left_out_at_the_deadline_and_marked_down() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (good, _) = RawAgent::hello(gateway.agents, "app", "good", "").await;
+    let _good = good.serve(vec![gauge("g", &[("x", 1.0)])]);
+    // Connected, but never answers a scrape.
+    let (_hung, _) = RawAgent::hello(gateway.agents, "app", "hung", "").await;
+    let response = get(gateway.http, "/metrics", &[("X-Prometheus-Scrape-Timeout-Seconds", "0.5")]).await;
+    let families = parse(&response.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "good")]), Some(1.0));
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "hung")]), Some(0.0));
+    assert_eq!(value_of(&families, "g", &[("instance", "good")]), Some(1.0));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn openmetrics_and_gzip_are_negotiated() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (agent, _) = RawAgent::hello(gateway.agents, "app", "a", "").await;
+    let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let response = get(
+        gateway.http,
+        "/metrics/connected",
+        &[
+            ("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+            ("Accept-Encoding", "gzip"),
+        ],
+    )
+    .await;
+    assert_eq!(response.headers["content-encoding"], "gzip");
+    assert!(response.headers["content-type"].starts_with("application/openmetrics-text; version=1.0.0"));
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&response.body[..]).read_to_end(&mut body).expect("valid gzip");
+    let families = parse(&body, Format::OpenMetrics).expect("valid OpenMetrics");
+    assert_eq!(value_of(&families, "g", &[("job", "app"), ("instance", "a")]), Some(1.0));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_final_push_is_served_after_the_agent_left() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (mut agent, _) = RawAgent::hello(gateway.agents, "batch", "run-7", "").await;
+    agent
+        .send(Push {
+            id: 42,
+            families: vec![gauge("rows_written", &[("table", 1234.0)])],
+            r#final: true,
+        })
+        .await;
+    match agent.recv().await.and_then(|m| m.kind) {
+        Some(ServerKind::PushAck(ack)) => {
+            assert_eq!(ack.id, 42);
+            assert!(ack.error.is_empty(), "{}", ack.error);
+        }
+        other => panic!("expected PushAck, got {other:?}"),
+    }
+    agent.send(tether_proto::Goodbye { reason: "done".into() }).await;
+    assert!(agent.recv().await.is_none(), "the gateway closes after Goodbye");
+    drop(agent);
+    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "rows_written", &[("job", "batch"), ("instance", "run-7")]), Some(1234.0));
+    // The agent is gone: it is not scraped, so it has no up series.
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "run-7")]), None);
+    // /metrics/connected shows connected agents only.
+    let connected = parse(&get(gateway.http, "/metrics/connected", &[]).await.body, Format::Text).expect("valid");
+    assert_eq!(value_of(&connected, "rows_written", &[]), None);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_rejected_and_good_ones_admitted() {
+    let config = Config {
+        agent_tokens: vec!["s3cret".into(), "other".into()],
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.send(Hello::new("wrong", [("job", "j"), ("instance", "i")])).await;
+    expect_reject(&mut agent, RejectReason::BadToken).await;
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.send(Hello::new("", [("job", "j"), ("instance", "i")])).await;
+    expect_reject(&mut agent, RejectReason::BadToken).await;
+    let (_agent, welcome) = RawAgent::hello(gateway.agents, "j", "i", "other").await;
+    assert_eq!(welcome.version, tether_proto::PROTOCOL_VERSION);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_versions_missing_identity_and_non_hello_first_frames_are_rejected() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    let mut hello = Hello::new("", [("job", "j"), ("instance", "i")]);
+    hello.min_version = 7;
+    hello.max_version = 9;
+    agent.send(hello).await;
+    expect_reject(&mut agent, RejectReason::UnsupportedVersion).await;
+
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.send(Hello::new("", [("job", "j")])).await;
+    expect_reject(&mut agent, RejectReason::MissingIdentity).await;
+
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.send(tether_proto::Ping { nonce: 1 }).await;
+    expect_reject(&mut agent, RejectReason::ProtocolViolation).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_truncated_and_garbage_frames_never_bring_the_gateway_down() {
+    let config = Config {
+        max_frame_bytes: 4096,
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    // A Hello declared larger than the handshake allows.
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.write_raw(&[0x80, 0x80, 0x80, 0x01]).await;
+    expect_reject(&mut agent, RejectReason::FrameTooLarge).await;
+    // After the handshake, a frame over --max-frame-bytes.
+    let (mut agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
+    agent.write_raw(&[0x80, 0x40]).await; // 8192 bytes declared
+    expect_reject(&mut agent, RejectReason::FrameTooLarge).await;
+    // Bytes that are not protobuf.
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.write_raw(&[0x05, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    expect_reject(&mut agent, RejectReason::MalformedFrame).await;
+    // A header longer than any varint.
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.write_raw(&[0xff; 11]).await;
+    expect_reject(&mut agent, RejectReason::MalformedFrame).await;
+    // Half a frame, then the agent vanishes.
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    agent.write_raw(&[0x20, 0x0a, 0x00]).await;
+    drop(agent);
+    // The gateway still serves agents and scrapes.
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "fine", "").await;
+    let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "fine")]), Some(1.0));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_rejected_at_the_handshake_deadline() {
+    let config = Config {
+        handshake_timeout: std::time::Duration::from_millis(200),
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    let mut agent = RawAgent::connect(gateway.agents).await;
+    expect_reject(&mut agent, RejectReason::HandshakeTimeout).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn agents_past_the_cap_are_told_why_and_reconnects_replace_the_old_connection() {
+    let config = Config {
+        max_agents: 1,
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    let (mut first, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
+    let mut second = RawAgent::connect(gateway.agents).await;
+    second.send(Hello::new("", [("job", "j"), ("instance", "two")])).await;
+    expect_reject(&mut second, RejectReason::TooManyConnections).await;
+    // The same identity again: a reconnect, which takes over.
+    let (again, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
+    assert!(first.recv().await.is_none(), "the older connection is closed");
+    let _serving = again.serve(vec![gauge("g", &[("x", 7.0)])]);
+    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "g", &[("instance", "one")]), Some(7.0));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn agents_ping_and_get_pong() {
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (mut agent, welcome) = RawAgent::hello(gateway.agents, "j", "i", "").await;
+    assert!(welcome.heartbeat_interval_ms > 0);
+    agent.send(tether_proto::Ping { nonce: 99 }).await;
+    match agent.recv().await.and_then(|m| m.kind) {
+        Some(ServerKind::Pong(pong)) => assert_eq!(pong.nonce, 99),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+    gateway.stop().await;
+}

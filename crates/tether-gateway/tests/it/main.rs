@@ -1,0 +1,4 @@
+//! Integration tests of the gateway over real loopback sockets.
+
+mod agents;
+mod support;

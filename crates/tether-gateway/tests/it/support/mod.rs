@@ -1,0 +1,232 @@
+//! Test support: a gateway on loopback, hand-driven agents speaking raw
+//! frames, and a minimal HTTP client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tether_gateway::{Config, Error, Gateway, SelfMetrics};
+use tether_model::{Label, pb};
+use tether_proto::{ClientMessage, FrameDecoder, Hello, ServerKind, ServerMessage, Welcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Bound on every wait in these tests: a failure, never a measurement.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running gateway that stops when dropped.
+pub(crate) struct TestGateway {
+    pub(crate) http: SocketAddr,
+    pub(crate) agents: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway with `config` (listeners forced onto loopback
+    /// port 0) and a private recorder.
+    pub(crate) async fn start(mut config: Config) -> TestGateway {
+        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let self_metrics = SelfMetrics {
+            recorder: Arc::new(metrics::NoopRecorder),
+            families: Arc::new(Vec::new),
+        };
+        let gateway = Gateway::bind(config, self_metrics).await.expect("gateway binds on loopback");
+        let (http, agents) = (gateway.http_addr(), gateway.agent_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway.run(shutdown.clone()));
+        TestGateway {
+            http,
+            agents,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the gateway and waits for it to finish.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("gateway stops in time")
+                .expect("gateway task did not panic")
+                .expect("gateway ran without error");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An agent driven frame by frame by the test.
+pub(crate) struct RawAgent {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawAgent {
+    pub(crate) async fn connect(addr: SocketAddr) -> RawAgent {
+        RawAgent {
+            stream: TcpStream::connect(addr).await.expect("connect to the agent listener"),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and completes a handshake as `job`/`instance`.
+    pub(crate) async fn hello(addr: SocketAddr, job: &str, instance: &str, token: &str) -> (RawAgent, Welcome) {
+        let mut agent = RawAgent::connect(addr).await;
+        agent.send(Hello::new(token, [("job", job), ("instance", instance)])).await;
+        match agent.recv().await.and_then(|m| m.kind) {
+            Some(ServerKind::Welcome(welcome)) => (agent, welcome),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub(crate) async fn send(&mut self, message: impl Into<ClientMessage>) {
+        let bytes = tether_proto::encode_to_vec(&message.into());
+        self.write_raw(&bytes).await;
+    }
+
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write to the gateway");
+    }
+
+    /// The next message, or `None` when the gateway closed the connection.
+    pub(crate) async fn recv(&mut self) -> Option<ServerMessage> {
+        let mut decoder = FrameDecoder::new(64 << 20);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(body) = decoder.decode(&mut self.buf).expect("gateway sends valid frames") {
+                    return Some(tether_proto::decode_server_message(body).expect("gateway sends valid messages"));
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the gateway answers in time")
+    }
+
+    /// Answers scrapes with `families` and pings with pongs until the
+    /// gateway closes the connection.
+    pub(crate) fn serve(mut self, families: Vec<pb::MetricFamily>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(message) = self.recv().await {
+                match message.kind {
+                    Some(ServerKind::ScrapeRequest(request)) => {
+                        self.send(tether_proto::ScrapeResponse {
+                            id: request.id,
+                            families: families.clone(),
+                            error: String::new(),
+                        })
+                        .await;
+                    }
+                    Some(ServerKind::Ping(ping)) => self.send(tether_proto::Pong { nonce: ping.nonce }).await,
+                    _ => {}
+                }
+            }
+        })
+    }
+}
+
+/// A gauge family with one series per `(label value, value)`.
+pub(crate) fn gauge(name: &str, series: &[(&str, f64)]) -> pb::MetricFamily {
+    let mut family = tether_model::MetricFamily::new(name, tether_model::MetricType::Gauge);
+    family.help = Some(format!("Test gauge {name}."));
+    family.series = series
+        .iter()
+        .map(|&(label, value)| tether_model::Series {
+            labels: vec![Label::new("k", label)],
+            value: tether_model::Value::Single(value),
+            timestamp_ms: None,
+        })
+        .collect();
+    tether_model::to_proto(&family)
+}
+
+/// A response of the minimal HTTP client.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+}
+
+/// `GET path` over HTTP/1.1 with `headers`.
+pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    tokio::time::timeout(PATIENCE, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to HTTP");
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read response");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response has a header block");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+            body = dechunk(&body);
+        }
+        Response { status, headers, body }
+    })
+    .await
+    .expect("HTTP answers in time")
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).expect("ascii").trim(), 16).expect("hex size");
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// The value of the series of `family` whose labels include all of `labels`.
+pub(crate) fn value_of(families: &[tether_model::MetricFamily], family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let family = families.iter().find(|f| f.name == family)?;
+    family.series.iter().find_map(|series| {
+        let matches = labels
+            .iter()
+            .all(|(name, value)| series.labels.iter().any(|l| l.name == *name && l.value == *value));
+        match (&series.value, matches) {
+            (tether_model::Value::Single(v), true) => Some(*v),
+            (tether_model::Value::Counter(c), true) => Some(c.total),
+            _ => None,
+        }
+    })
+}
