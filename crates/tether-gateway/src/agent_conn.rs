@@ -17,9 +17,9 @@ use bytes::BytesMut;
 use subtle::ConstantTimeEq;
 use tether_model::{Label, MetricFamily, from_proto, pb};
 use tether_proto::{
-    ClientKind, FrameDecoder, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping, Pong, PushAck,
-    Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ServerMessage, Welcome, decode_client_message,
-    negotiate,
+    ClientKind, FrameDecoder, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping,
+    Pong, PushAck, Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest,
+    ServerMessage, Welcome, decode_client_message, negotiate,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -51,18 +51,33 @@ pub(crate) enum ConnectionError {
 }
 
 /// Serves one agent connection on `stream` until it ends.
-pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), ConnectionError>
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut conn = FramedConn::new(stream);
     let config = &shared.config;
-    let hello = match tokio::time::timeout(config.handshake_timeout, conn.read_frame(MAX_HELLO_FRAME_BYTES)).await {
+    let hello = match tokio::time::timeout(
+        config.handshake_timeout,
+        conn.read_frame(MAX_HELLO_FRAME_BYTES),
+    )
+    .await
+    {
         Err(_) => {
-            return reject(&mut conn, &shared, RejectKind::HandshakeTimeout, format!(
-                "no Hello within {} ms: send Hello as the first frame",
-                config.handshake_timeout.as_millis()
-            ))
+            return reject(
+                &mut conn,
+                &shared,
+                RejectKind::HandshakeTimeout,
+                format!(
+                    "no Hello within {} ms: send Hello as the first frame",
+                    config.handshake_timeout.as_millis()
+                ),
+            )
             .await;
         }
         Ok(Err(ConnectionError::Frame(error))) => {
@@ -75,10 +90,15 @@ where
             Ok(message) => match message.kind {
                 Some(ClientKind::Hello(hello)) => hello,
                 _ => {
-                    return reject(&mut conn, &shared, RejectKind::ProtocolViolation, format!(
-                        "first frame is {}, not hello: send Hello first",
-                        message.kind_name()
-                    ))
+                    return reject(
+                        &mut conn,
+                        &shared,
+                        RejectKind::ProtocolViolation,
+                        format!(
+                            "first frame is {}, not hello: send Hello first",
+                            message.kind_name()
+                        ),
+                    )
                     .await;
                 }
             },
@@ -99,26 +119,44 @@ where
         .await;
     };
     if !token_accepted(&config.agent_tokens, &hello.token) {
-        return reject(&mut conn, &shared, RejectKind::BadToken, "the token is not one this gateway accepts".to_owned()).await;
+        return reject(
+            &mut conn,
+            &shared,
+            RejectKind::BadToken,
+            "the token is not one this gateway accepts".to_owned(),
+        )
+        .await;
     }
     let identity = match identity_of(&hello) {
         Ok(identity) => identity,
-        Err(message) => return reject(&mut conn, &shared, RejectKind::MissingIdentity, message).await,
+        Err(message) => {
+            return reject(&mut conn, &shared, RejectKind::MissingIdentity, message).await;
+        }
     };
     if shutdown.is_cancelled() {
-        return reject(&mut conn, &shared, RejectKind::ShuttingDown, "the gateway is shutting down: reconnect later".to_owned()).await;
+        return reject(
+            &mut conn,
+            &shared,
+            RejectKind::ShuttingDown,
+            "the gateway is shutting down: reconnect later".to_owned(),
+        )
+        .await;
     }
     let close = shutdown.child_token();
-    let (guard, mut commands) = match shared.registry.register(identity, config.max_agents, close.clone()) {
-        Ok(registered) => registered,
-        Err(RegisterError::Full) => {
-            return reject(&mut conn, &shared, RejectKind::TooManyConnections, format!(
+    let (guard, mut commands) =
+        match shared
+            .registry
+            .register(identity, config.max_agents, close.clone())
+        {
+            Ok(registered) => registered,
+            Err(RegisterError::Full) => {
+                return reject(&mut conn, &shared, RejectKind::TooManyConnections, format!(
                 "the gateway holds its limit of {} agents: retry later or raise --max-agents",
                 config.max_agents
             ))
             .await;
-        }
-    };
+            }
+        };
     let identity = Arc::clone(guard.identity());
     let target = Arc::new(identity.target_labels());
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
@@ -131,7 +169,8 @@ where
     }))
     .await?;
 
-    let mut pending: HashMap<u64, oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>> = HashMap::new();
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>> =
+        HashMap::new();
     let mut next_scrape_id: u64 = 1;
     let mut next_nonce: u64 = 1;
     let mut last_heard = Instant::now();
@@ -235,7 +274,12 @@ where
 }
 
 /// Sends a Reject, counts it, and ends the connection with its reason.
-async fn reject<S>(conn: &mut FramedConn<S>, shared: &Shared, kind: RejectKind, message: String) -> Result<(), ConnectionError>
+async fn reject<S>(
+    conn: &mut FramedConn<S>,
+    shared: &Shared,
+    kind: RejectKind,
+    message: String,
+) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -276,30 +320,42 @@ fn token_accepted(accepted: &[String], token: &str) -> bool {
     if accepted.is_empty() {
         return true;
     }
-    accepted
-        .iter()
-        .fold(false, |found, candidate| found | bool::from(candidate.as_bytes().ct_eq(token.as_bytes())))
+    accepted.iter().fold(false, |found, candidate| {
+        found | bool::from(candidate.as_bytes().ct_eq(token.as_bytes()))
+    })
 }
 
 /// The identity an agent declared, checked: `job` and `instance` present,
 /// label names valid, sizes bounded.
 fn identity_of(hello: &Hello) -> Result<Identity, String> {
     if let Some(missing) = hello.missing_identity() {
-        return Err(format!("the Hello has no \"{missing}\" identity label: every agent names its job and instance"));
+        return Err(format!(
+            "the Hello has no \"{missing}\" identity label: every agent names its job and instance"
+        ));
     }
     if hello.identity.len() > MAX_IDENTITY_LABELS {
-        return Err(format!("{} identity labels: at most {MAX_IDENTITY_LABELS} are allowed", hello.identity.len()));
+        return Err(format!(
+            "{} identity labels: at most {MAX_IDENTITY_LABELS} are allowed",
+            hello.identity.len()
+        ));
     }
     let mut labels: Vec<Label> = Vec::with_capacity(hello.identity.len());
     for pair in &hello.identity {
         let name = pair.name.as_deref().unwrap_or("");
         let value = pair.value.as_deref().unwrap_or("");
-        let valid_name = name.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+        let valid_name = name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
         if name.is_empty() || !valid_name || name.starts_with("__") {
-            return Err(format!("identity label name {name:?} is not a valid Prometheus label name"));
+            return Err(format!(
+                "identity label name {name:?} is not a valid Prometheus label name"
+            ));
         }
         if value.len() > MAX_IDENTITY_VALUE_BYTES {
-            return Err(format!("identity label {name} is longer than {MAX_IDENTITY_VALUE_BYTES} bytes"));
+            return Err(format!(
+                "identity label {name} is longer than {MAX_IDENTITY_VALUE_BYTES} bytes"
+            ));
         }
         if labels.iter().any(|l| l.name == name) {
             return Err(format!("identity label {name} is given twice"));
@@ -326,7 +382,9 @@ fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily
             }
         };
         match by_name.get(&family.name) {
-            Some(&index) if out[index].metric_type == family.metric_type => out[index].series.extend(family.series),
+            Some(&index) if out[index].metric_type == family.metric_type => {
+                out[index].series.extend(family.series)
+            }
             Some(_) => dropped += family.series.len() as u64,
             None => {
                 by_name.insert(family.name.clone(), out.len());
@@ -339,7 +397,11 @@ fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily
         let mut seen = std::collections::HashSet::with_capacity(family.series.len());
         let before = family.series.len();
         family.series.retain(|series| {
-            let mut labels: Vec<(&str, &str)> = series.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+            let mut labels: Vec<(&str, &str)> = series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
             labels.sort_unstable();
             let mut state = hasher.build_hasher();
             labels.hash(&mut state);
@@ -371,7 +433,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
 
     /// The next frame's body, `None` at a clean end of stream. Cancel
     /// safe: bytes read stay in the buffer for the next call.
-    async fn read_frame(&mut self, max_frame_bytes: usize) -> Result<Option<bytes::Bytes>, ConnectionError> {
+    async fn read_frame(
+        &mut self,
+        max_frame_bytes: usize,
+    ) -> Result<Option<bytes::Bytes>, ConnectionError> {
         let mut decoder = FrameDecoder::new(max_frame_bytes);
         loop {
             if let Some(body) = decoder.decode(&mut self.read_buf)? {

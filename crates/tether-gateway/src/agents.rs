@@ -29,13 +29,20 @@ impl Identity {
     /// An identity from the labels an agent declared; `job` first, then
     /// `instance`, then the rest by name, so rendering order is stable.
     pub(crate) fn new(mut labels: Vec<Label>) -> Identity {
-        labels.sort_by(|a, b| rank(&a.name).cmp(&rank(&b.name)).then_with(|| a.name.cmp(&b.name)));
+        labels.sort_by(|a, b| {
+            rank(&a.name)
+                .cmp(&rank(&b.name))
+                .then_with(|| a.name.cmp(&b.name))
+        });
         Identity(labels)
     }
 
     /// The value of the label `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+        self.0
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
     }
 
     /// The identity as target labels for rendering.
@@ -88,7 +95,10 @@ pub(crate) enum ScrapeFailure {
 
 impl AgentHandle {
     /// Asks the agent for its families and waits at most `timeout`.
-    pub(crate) async fn scrape(&self, timeout: Duration) -> Result<Arc<Vec<MetricFamily>>, ScrapeFailure> {
+    pub(crate) async fn scrape(
+        &self,
+        timeout: Duration,
+    ) -> Result<Arc<Vec<MetricFamily>>, ScrapeFailure> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .try_send(Command::Scrape { timeout, reply })
@@ -187,7 +197,8 @@ impl Registry {
     /// The connected agents, in identity order.
     pub(crate) fn agents(&self) -> Vec<AgentHandle> {
         let state = self.state.lock();
-        let mut agents: Vec<AgentHandle> = state.agents.values().map(|e| e.handle.clone()).collect();
+        let mut agents: Vec<AgentHandle> =
+            state.agents.values().map(|e| e.handle.clone()).collect();
         drop(state);
         agents.sort_by(|a, b| a.identity.cmp(&b.identity));
         agents
@@ -199,13 +210,22 @@ impl Registry {
     }
 
     /// Stores what an agent pushed, replacing its previous push.
-    pub(crate) fn store_push(&self, identity: &Arc<Identity>, target: &Arc<TargetLabels>, families: Vec<MetricFamily>, ttl: Duration) {
+    pub(crate) fn store_push(
+        &self,
+        identity: &Arc<Identity>,
+        target: &Arc<TargetLabels>,
+        families: Vec<MetricFamily>,
+        ttl: Duration,
+    ) {
         let pushed = Pushed {
             target: Arc::clone(target),
             families: Arc::new(families),
             expires: Instant::now() + ttl,
         };
-        self.state.lock().pushed.insert(Arc::clone(identity), pushed);
+        self.state
+            .lock()
+            .pushed
+            .insert(Arc::clone(identity), pushed);
     }
 
     /// Unexpired pushes of agents that are not connected (a connected
@@ -249,7 +269,9 @@ impl AgentGuard {
 impl Drop for AgentGuard {
     fn drop(&mut self) {
         let mut state = self.registry.state.lock();
-        if state.agents.remove(&self.id).is_some() && state.by_identity.get(&self.identity) == Some(&self.id) {
+        if state.agents.remove(&self.id).is_some()
+            && state.by_identity.get(&self.identity) == Some(&self.id)
+        {
             state.by_identity.remove(&self.identity);
         }
     }
@@ -260,12 +282,20 @@ mod tests {
     use super::*;
 
     fn identity(job: &str, instance: &str) -> Identity {
-        Identity::new(vec![Label::new("instance", instance), Label::new("job", job)])
+        Identity::new(vec![
+            Label::new("instance", instance),
+            Label::new("job", job),
+        ])
     }
 
     #[test]
     fn identity_orders_job_then_instance_then_the_rest() {
-        let id = Identity::new(vec![Label::new("zone", "z"), Label::new("instance", "i"), Label::new("job", "j"), Label::new("app", "a")]);
+        let id = Identity::new(vec![
+            Label::new("zone", "z"),
+            Label::new("instance", "i"),
+            Label::new("job", "j"),
+            Label::new("app", "a"),
+        ]);
         let names: Vec<&str> = id.0.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["job", "instance", "app", "zone"]);
         assert_eq!(id.get("instance"), Some("i"));
@@ -275,9 +305,16 @@ mod tests {
     fn a_reconnect_replaces_the_old_connection_and_guards_unregister() {
         let registry = Arc::new(Registry::default());
         let first_close = CancellationToken::new();
-        let (first, _rx1) = registry.register(identity("a", "1"), 10, first_close.clone()).expect("room");
-        let (second, _rx2) = registry.register(identity("a", "1"), 10, CancellationToken::new()).expect("replaces");
-        assert!(first_close.is_cancelled(), "the older connection is told to close");
+        let (first, _rx1) = registry
+            .register(identity("a", "1"), 10, first_close.clone())
+            .expect("room");
+        let (second, _rx2) = registry
+            .register(identity("a", "1"), 10, CancellationToken::new())
+            .expect("replaces");
+        assert!(
+            first_close.is_cancelled(),
+            "the older connection is told to close"
+        );
         assert_eq!(registry.n_agents(), 1);
         // The old connection's guard must not unregister the new one.
         drop(first);
@@ -289,12 +326,21 @@ mod tests {
     #[test]
     fn the_cap_counts_distinct_identities() {
         let registry = Arc::new(Registry::default());
-        let (_a, _ra) = registry.register(identity("a", "1"), 1, CancellationToken::new()).expect("room");
+        let (_a, _ra) = registry
+            .register(identity("a", "1"), 1, CancellationToken::new())
+            .expect("room");
         assert_eq!(
-            registry.register(identity("a", "2"), 1, CancellationToken::new()).map(|_| ()),
+            registry
+                .register(identity("a", "2"), 1, CancellationToken::new())
+                .map(|_| ()),
             Err(RegisterError::Full)
         );
-        assert!(registry.register(identity("a", "1"), 1, CancellationToken::new()).is_ok(), "a reconnect fits");
+        assert!(
+            registry
+                .register(identity("a", "1"), 1, CancellationToken::new())
+                .is_ok(),
+            "a reconnect fits"
+        );
     }
 
     #[test]
@@ -302,15 +348,28 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let id = Arc::new(identity("batch", "b1"));
         let target = Arc::new(id.target_labels());
-        registry.store_push(&id, &target, vec![MetricFamily::new("done", tether_model::MetricType::Gauge)], Duration::from_secs(60));
+        registry.store_push(
+            &id,
+            &target,
+            vec![MetricFamily::new("done", tether_model::MetricType::Gauge)],
+            Duration::from_secs(60),
+        );
         let now = Instant::now();
         assert_eq!(registry.pushes_to_serve(now).len(), 1);
         // While an agent of that identity is connected it is scraped instead.
-        let (guard, _rx) = registry.register((*id).clone(), 10, CancellationToken::new()).expect("room");
+        let (guard, _rx) = registry
+            .register((*id).clone(), 10, CancellationToken::new())
+            .expect("room");
         assert_eq!(registry.pushes_to_serve(now).len(), 0);
         drop(guard);
         registry.store_push(&id, &target, vec![], Duration::from_secs(60));
-        assert_eq!(registry.pushes_to_serve(now + Duration::from_secs(61)).len(), 0, "expired");
+        assert_eq!(
+            registry
+                .pushes_to_serve(now + Duration::from_secs(61))
+                .len(),
+            0,
+            "expired"
+        );
         assert_eq!(registry.n_pushes(), 0, "expired pushes are dropped");
     }
 }

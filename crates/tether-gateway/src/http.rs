@@ -32,7 +32,11 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready() {
         (StatusCode::OK, "OK\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting or shutting down\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting or shutting down\n",
+        )
+            .into_response()
     }
 }
 
@@ -71,7 +75,11 @@ async fn metrics_proxy(State(shared): State<Arc<Shared>>, headers: HeaderMap) ->
 
 async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> Response {
     let negotiated = Negotiated::from_headers(headers);
-    let timeout = scrape_timeout(headers, shared.config.scrape_timeout, shared.config.scrape_margin);
+    let timeout = scrape_timeout(
+        headers,
+        shared.config.scrape_timeout,
+        shared.config.scrape_margin,
+    );
     let started = Instant::now();
     let round = shared.scraper.scrape(timeout).await;
     let pushes = match scope {
@@ -85,7 +93,8 @@ async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> R
     let telemetry = Arc::clone(&shared);
     let response = render_response(negotiated, move |out| {
         let synthetic = [round.up_family(), round.duration_family()];
-        let mut sources: Vec<SourceRef<'_>> = Vec::with_capacity(round.results.len() + pushes.len() + 2);
+        let mut sources: Vec<SourceRef<'_>> =
+            Vec::with_capacity(round.results.len() + pushes.len() + 2);
         for result in &round.results {
             if let Ok(families) = &result.outcome {
                 sources.push(SourceRef {
@@ -135,15 +144,26 @@ where
     let body = match rendered {
         Ok(Ok(body)) => body,
         Ok(Err(error)) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot compress the exposition: {error}\n")).into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot compress the exposition: {error}\n"),
+            )
+                .into_response();
         }
         Err(_) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "rendering the exposition failed\n").into_response();
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the exposition failed\n",
+            )
+                .into_response();
         }
     };
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(negotiated.format.content_type()));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(negotiated.format.content_type()),
+    );
     if negotiated.gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
@@ -153,7 +173,10 @@ where
 /// Fast compression: a scrape is latency-bound, and level 1 already
 /// shrinks expositions several times over.
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
     encoder.write_all(body)?;
     encoder.finish()
 }
@@ -168,13 +191,20 @@ pub(crate) struct Negotiated {
 impl Negotiated {
     /// Reads `Accept` and `Accept-Encoding` as Prometheus sends them.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Negotiated {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let encoding = headers
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let openmetrics = quality(accept, |media| media.starts_with("application/openmetrics-text"));
-        let text = quality(accept, |media| media.starts_with("text/plain") || media == "*/*");
+        let openmetrics = quality(accept, |media| {
+            media.starts_with("application/openmetrics-text")
+        });
+        let text = quality(accept, |media| {
+            media.starts_with("text/plain") || media == "*/*"
+        });
         Negotiated {
             format: if openmetrics > 0.0 && openmetrics >= text {
                 Format::OpenMetrics
@@ -217,7 +247,11 @@ pub(crate) fn scrape_timeout(headers: &HeaderMap, cap: Duration, margin: Duratio
     };
     let scraper = Duration::from_secs_f64(seconds.min(1e6));
     // Keep the margin back, but never more than half the scraper's time.
-    let usable = if scraper > margin * 2 { scraper - margin } else { scraper / 2 };
+    let usable = if scraper > margin * 2 {
+        scraper - margin
+    } else {
+        scraper / 2
+    };
     usable.min(cap)
 }
 
@@ -249,8 +283,14 @@ mod tests {
                 gzip: true
             }
         );
-        let text_preferred = headers(&[("accept", "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5")]);
-        assert_eq!(Negotiated::from_headers(&text_preferred).format, Format::Text);
+        let text_preferred = headers(&[(
+            "accept",
+            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5",
+        )]);
+        assert_eq!(
+            Negotiated::from_headers(&text_preferred).format,
+            Format::Text
+        );
         let curl = headers(&[("accept", "*/*")]);
         assert_eq!(
             Negotiated::from_headers(&curl),
@@ -271,12 +311,21 @@ mod tests {
             scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "2")]), cap, margin),
             Duration::from_millis(1750)
         );
-        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "30")]), cap, margin), cap);
+        assert_eq!(
+            scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "30")]), cap, margin),
+            cap
+        );
         assert_eq!(
             scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "0.3")]), cap, margin),
             Duration::from_millis(150)
         );
-        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "nope")]), cap, margin), cap);
-        assert_eq!(scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "-1")]), cap, margin), cap);
+        assert_eq!(
+            scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "nope")]), cap, margin),
+            cap
+        );
+        assert_eq!(
+            scrape_timeout(&headers(&[(SCRAPE_TIMEOUT_HEADER, "-1")]), cap, margin),
+            cap
+        );
     }
 }

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use tether_model::{Format, MetricFamily, TargetLabels, render_end, render_metadata, render_series};
+use tether_model::{
+    Format, MetricFamily, TargetLabels, render_end, render_metadata, render_series,
+};
 
 /// One source's families and the labels that identify it.
 #[derive(Debug, Clone, Copy)]
@@ -34,13 +36,20 @@ pub(crate) struct MergeStats {
 
 /// Renders the merge of `sources` in `format` into `out`, ending it as the
 /// format requires.
-pub(crate) fn render_merged(sources: &[SourceRef<'_>], format: Format, out: &mut Vec<u8>) -> MergeStats {
+pub(crate) fn render_merged(
+    sources: &[SourceRef<'_>],
+    format: Format,
+    out: &mut Vec<u8>,
+) -> MergeStats {
     // Family name -> the (source, family) pairs that contribute to it. A
     // BTreeMap gives a deterministic order whatever order agents answered in.
     let mut by_name: BTreeMap<&str, Vec<(usize, &MetricFamily)>> = BTreeMap::new();
     for (source_index, source) in sources.iter().enumerate() {
         for family in source.families {
-            by_name.entry(family.name.as_str()).or_default().push((source_index, family));
+            by_name
+                .entry(family.name.as_str())
+                .or_default()
+                .push((source_index, family));
         }
     }
     let mut stats = MergeStats::default();
@@ -84,17 +93,29 @@ mod tests {
     }
 
     fn target(job: &str, instance: &str) -> TargetLabels {
-        TargetLabels::new(vec![Label::new("job", job), Label::new("instance", instance)])
+        TargetLabels::new(vec![
+            Label::new("job", job),
+            Label::new("instance", instance),
+        ])
     }
 
     #[test]
     fn one_metadata_block_per_family_and_sources_kept_apart() {
-        let a = [gauge("temp", "Temperature.", &[("x", 1.0)]), gauge("zeta", "Z.", &[("y", 2.0)])];
+        let a = [
+            gauge("temp", "Temperature.", &[("x", 1.0)]),
+            gauge("zeta", "Z.", &[("y", 2.0)]),
+        ];
         let b = [gauge("temp", "Other help.", &[("x", 3.0)])];
         let (ta, tb) = (target("app", "a:1"), target("app", "b:1"));
         let sources = [
-            SourceRef { families: &a, target: Some(&ta) },
-            SourceRef { families: &b, target: Some(&tb) },
+            SourceRef {
+                families: &a,
+                target: Some(&ta),
+            },
+            SourceRef {
+                families: &b,
+                target: Some(&tb),
+            },
         ];
         let mut out = Vec::new();
         let stats = render_merged(&sources, Format::Text, &mut out);
@@ -107,7 +128,14 @@ mod tests {
              # HELP zeta Z.\n# TYPE zeta gauge\n\
              zeta{job=\"app\",instance=\"a:1\",k=\"y\"} 2\n"
         );
-        assert_eq!(stats, MergeStats { type_conflicts: 0, families: 2, series: 3 });
+        assert_eq!(
+            stats,
+            MergeStats {
+                type_conflicts: 0,
+                families: 2,
+                series: 3
+            }
+        );
         // The merged output is itself a valid exposition.
         let families = parse(text.as_bytes(), Format::Text).expect("valid exposition");
         assert_eq!(families.len(), 2);
@@ -119,14 +147,24 @@ mod tests {
         let mut counter = MetricFamily::new("requests", MetricType::Counter);
         counter.series.push(Series {
             labels: vec![],
-            value: Value::Counter(tether_model::Counter { total: 5.0, created: None, exemplar: None }),
+            value: Value::Counter(tether_model::Counter {
+                total: 5.0,
+                created: None,
+                exemplar: None,
+            }),
             timestamp_ms: None,
         });
         let b = [counter];
         let (ta, tb) = (target("a", "1"), target("b", "2"));
         let sources = [
-            SourceRef { families: &a, target: Some(&ta) },
-            SourceRef { families: &b, target: Some(&tb) },
+            SourceRef {
+                families: &a,
+                target: Some(&ta),
+            },
+            SourceRef {
+                families: &b,
+                target: Some(&tb),
+            },
         ];
         let mut out = Vec::new();
         let stats = render_merged(&sources, Format::OpenMetrics, &mut out);

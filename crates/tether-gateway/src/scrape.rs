@@ -34,7 +34,8 @@ impl Round {
     /// this round, 0 for each that did not.
     pub(crate) fn up_family(&self) -> MetricFamily {
         let mut family = MetricFamily::new("tether_agent_up", MetricType::Gauge);
-        family.help = Some("Whether the agent answered the gateway's last scrape (1) or not (0).".to_owned());
+        family.help =
+            Some("Whether the agent answered the gateway's last scrape (1) or not (0).".to_owned());
         family.series = self
             .results
             .iter()
@@ -49,8 +50,11 @@ impl Round {
 
     /// `tether_agent_scrape_duration_seconds{job,instance,...}`.
     pub(crate) fn duration_family(&self) -> MetricFamily {
-        let mut family = MetricFamily::new("tether_agent_scrape_duration_seconds", MetricType::Gauge);
-        family.help = Some("How long the agent took to answer the gateway's last scrape, or to fail.".to_owned());
+        let mut family =
+            MetricFamily::new("tether_agent_scrape_duration_seconds", MetricType::Gauge);
+        family.help = Some(
+            "How long the agent took to answer the gateway's last scrape, or to fail.".to_owned(),
+        );
         family.unit = Some("seconds".to_owned());
         family.series = self
             .results
@@ -107,7 +111,9 @@ impl Scraper {
             let mut slot = self.in_flight.lock();
             match slot.as_ref() {
                 // Join a round still running that ends in time for us.
-                Some(running) if running.round.peek().is_none() && running.deadline <= deadline => running.round.clone(),
+                Some(running) if running.round.peek().is_none() && running.deadline <= deadline => {
+                    running.round.clone()
+                }
                 _ => {
                     let round = start_round(self.registry.agents(), deadline);
                     *slot = Some(InFlight {
@@ -143,9 +149,58 @@ fn start_round(agents: Vec<AgentHandle>, deadline: Instant) -> SharedRound {
         // The task only panics if an agent's scrape future does, which
         // would be a bug; an empty round keeps the scrape answering.
         task.await.unwrap_or_else(|_| {
-            Arc::new(Round { results: Vec::new() })
+            Arc::new(Round {
+                results: Vec::new(),
+            })
         })
     }
     .boxed()
     .shared()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::{Command, Identity};
+    use tether_model::Label;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn scrapes_arriving_together_share_one_round() {
+        let registry = Arc::new(Registry::default());
+        let identity = Identity::new(vec![Label::new("job", "j"), Label::new("instance", "i")]);
+        let (_guard, mut commands) = registry
+            .register(identity, 10, CancellationToken::new())
+            .expect("room for one agent");
+        let scraper = Scraper::new(Arc::clone(&registry));
+        let agent = async {
+            // Answer the first request only after both scrapes are waiting:
+            // the second must have joined the first round, not started one.
+            let Some(Command::Scrape { reply, .. }) = commands.recv().await else {
+                panic!("the agent is asked once");
+            };
+            let _ = reply.send(Ok(Arc::new(vec![MetricFamily::new(
+                "g",
+                MetricType::Gauge,
+            )])));
+        };
+        let timeout = Duration::from_secs(30);
+        let (first, second, ()) =
+            tokio::join!(scraper.scrape(timeout), scraper.scrape(timeout), agent);
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "both scrapes got the same round"
+        );
+        assert!(first.results[0].outcome.is_ok());
+        assert!(commands.try_recv().is_err(), "no second request was sent");
+        // A scrape after the round finished starts a new one.
+        let (third, ()) = tokio::join!(scraper.scrape(timeout), async {
+            let Some(Command::Scrape { reply, .. }) = commands.recv().await else {
+                panic!("a new round asks again");
+            };
+            let _ = reply.send(Err("broken".to_owned()));
+        });
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert_eq!(third.up_family().series[0].value, Value::Single(0.0));
+    }
 }

@@ -62,22 +62,33 @@ impl Gateway {
         let (http_tls, agent_tls) = match &config.tls {
             None => (None, None),
             Some(files) => (
-                Some(TlsAcceptor::from(crate::tls::server_config(files, &[b"h2", b"http/1.1"])?)),
+                Some(TlsAcceptor::from(crate::tls::server_config(
+                    files,
+                    &[b"h2", b"http/1.1"],
+                )?)),
                 Some(TlsAcceptor::from(crate::tls::server_config(files, &[])?)),
             ),
         };
-        let http = TcpListener::bind(config.http_listen).await.map_err(|source| Error::Bind {
-            what: "HTTP",
-            addr: config.http_listen,
-            source,
-        })?;
-        let agents = TcpListener::bind(config.agent_listen).await.map_err(|source| Error::Bind {
-            what: "agents",
-            addr: config.agent_listen,
-            source,
-        })?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "HTTP",
+                addr: config.http_listen,
+                source,
+            })?;
+        let agents = TcpListener::bind(config.agent_listen)
+            .await
+            .map_err(|source| Error::Bind {
+                what: "agents",
+                addr: config.agent_listen,
+                source,
+            })?;
         let telemetry = Telemetry::new(self_metrics.recorder.as_ref());
-        let shared = Arc::new(Shared::new(config, telemetry, Arc::clone(&self_metrics.families)));
+        let shared = Arc::new(Shared::new(
+            config,
+            telemetry,
+            Arc::clone(&self_metrics.families),
+        ));
         Ok(Gateway {
             shared,
             http,
@@ -90,12 +101,16 @@ impl Gateway {
 
     /// The bound HTTP address (with the port the system chose for port 0).
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(self.shared.config.http_listen)
+        self.http
+            .local_addr()
+            .unwrap_or(self.shared.config.http_listen)
     }
 
     /// The bound agent address.
     pub fn agent_addr(&self) -> SocketAddr {
-        self.agents.local_addr().unwrap_or(self.shared.config.agent_listen)
+        self.agents
+            .local_addr()
+            .unwrap_or(self.shared.config.agent_listen)
     }
 
     /// Serves until `shutdown` is cancelled, then drains both listeners
@@ -110,7 +125,8 @@ impl Gateway {
             agent_tls,
         } = self;
         let config = &shared.config;
-        let unauthenticated = config.agent_tokens.is_empty() && config.tls.as_ref().is_none_or(|t| t.client_ca.is_none());
+        let unauthenticated = config.agent_tokens.is_empty()
+            && config.tls.as_ref().is_none_or(|t| t.client_ca.is_none());
         if config.listens_beyond_loopback() && unauthenticated {
             tracing::warn!(
                 http = %config.http_listen,
@@ -156,7 +172,9 @@ impl Gateway {
                 ServerConfig {
                     // Room above the agent cap, so that agents past it are
                     // accepted and told why they are turned away.
-                    max_connections: config.max_agents.saturating_add(config.max_agents / 10 + 16),
+                    max_connections: config
+                        .max_agents
+                        .saturating_add(config.max_agents / 10 + 16),
                     shutdown_timeout: config.shutdown_timeout,
                     ..ServerConfig::default()
                 },
@@ -191,7 +209,12 @@ impl Gateway {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on one connection, TLS first when configured.
-async fn serve_http(stream: MeteredStream, conn: Connection, router: axum::Router, tls: Option<TlsAcceptor>) -> Result<(), String> {
+async fn serve_http(
+    stream: MeteredStream,
+    conn: Connection,
+    router: axum::Router,
+    tls: Option<TlsAcceptor>,
+) -> Result<(), String> {
     let service = TowerToHyperService::new(router);
     let shutdown = conn.shutdown_token().clone();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -201,7 +224,10 @@ async fn serve_http(stream: MeteredStream, conn: Connection, router: axum::Route
             drive(connection, shutdown).await
         }
         Some(acceptor) => {
-            let stream = acceptor.accept(stream).await.map_err(|e| format!("TLS handshake: {e}"))?;
+            let stream = acceptor
+                .accept(stream)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             drive(connection, shutdown).await
         }
@@ -226,13 +252,20 @@ where
 }
 
 /// Serves one agent connection, TLS first when configured.
-async fn serve_agent(stream: MeteredStream, conn: Connection, shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> Result<(), String> {
+async fn serve_agent(
+    stream: MeteredStream,
+    conn: Connection,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) -> Result<(), String> {
     let peer = conn.info().peer;
     let shutdown = conn.shutdown_token().clone();
     let result = match tls {
         None => crate::agent_conn::serve(stream, peer, shared, shutdown).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await;
+            let handshake =
+                tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream))
+                    .await;
             match handshake {
                 Ok(Ok(stream)) => crate::agent_conn::serve(stream, peer, shared, shutdown).await,
                 Ok(Err(error)) => return Err(format!("TLS handshake: {error}")),

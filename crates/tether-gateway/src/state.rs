@@ -50,7 +50,8 @@ impl Shared {
 
     /// The gateway's own families, gauges brought up to date first.
     pub(crate) fn self_families(&self) -> Vec<MetricFamily> {
-        self.telemetry.set_agents_connected(self.registry.n_agents());
+        self.telemetry
+            .set_agents_connected(self.registry.n_agents());
         self.telemetry.set_pushes_held(self.registry.n_pushes());
         (self.self_families)()
     }

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
 
+use crate::agents::ScrapeFailure;
 use crate::merge::MergeStats;
 use crate::scrape::Round;
-use crate::agents::ScrapeFailure;
 
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// Why an agent was turned away; each reason is a label value of
 /// `tether_agent_rejects_total`.
@@ -89,10 +92,30 @@ impl Telemetry {
                 _ => recorder.describe_histogram(name, Some(unit), help),
             }
         };
-        describe("tether_agents_connected", Unit::Count, "Agents connected now.", 1);
-        describe("tether_agent_rejects_total", Unit::Count, "Agent connections turned away, by reason.", 0);
-        describe("tether_scrapes_total", Unit::Count, "Scrapes of /metrics and /metrics/connected served.", 0);
-        describe("tether_scrape_duration_seconds", Unit::Seconds, "Time to serve a scrape, fan-out included.", 2);
+        describe(
+            "tether_agents_connected",
+            Unit::Count,
+            "Agents connected now.",
+            1,
+        );
+        describe(
+            "tether_agent_rejects_total",
+            Unit::Count,
+            "Agent connections turned away, by reason.",
+            0,
+        );
+        describe(
+            "tether_scrapes_total",
+            Unit::Count,
+            "Scrapes of /metrics and /metrics/connected served.",
+            0,
+        );
+        describe(
+            "tether_scrape_duration_seconds",
+            Unit::Seconds,
+            "Time to serve a scrape, fan-out included.",
+            2,
+        );
         describe(
             "tether_agent_scrape_failures_total",
             Unit::Count,
@@ -105,31 +128,63 @@ impl Telemetry {
             "Families left out of a scrape because their type conflicted with another source's.",
             0,
         );
-        describe("tether_series_served_total", Unit::Count, "Series written into expositions.", 0);
-        describe("tether_agent_pushes_total", Unit::Count, "Pushes received from agents, by whether they were final.", 0);
-        describe("tether_pushes_held", Unit::Count, "Pushed data sets held and served now.", 1);
+        describe(
+            "tether_series_served_total",
+            Unit::Count,
+            "Series written into expositions.",
+            0,
+        );
+        describe(
+            "tether_agent_pushes_total",
+            Unit::Count,
+            "Pushes received from agents, by whether they were final.",
+            0,
+        );
+        describe(
+            "tether_pushes_held",
+            Unit::Count,
+            "Pushed data sets held and served now.",
+            1,
+        );
         describe(
             "tether_agent_duplicate_series_total",
             Unit::Count,
             "Series an agent sent twice in one answer, dropped to keep the exposition valid.",
             0,
         );
-        let counter = |name: &'static str, labels: Vec<Label>| recorder.register_counter(&key(name, labels), &METADATA);
-        let failure = |reason: &'static str| counter("tether_agent_scrape_failures_total", vec![Label::new("reason", reason)]);
-        let push = |is_final: &'static str| counter("tether_agent_pushes_total", vec![Label::new("final", is_final)]);
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&key(name, labels), &METADATA)
+        };
+        let failure = |reason: &'static str| {
+            counter(
+                "tether_agent_scrape_failures_total",
+                vec![Label::new("reason", reason)],
+            )
+        };
+        let push = |is_final: &'static str| {
+            counter(
+                "tether_agent_pushes_total",
+                vec![Label::new("final", is_final)],
+            )
+        };
         Telemetry {
-            agents_connected: recorder.register_gauge(&key("tether_agents_connected", vec![]), &METADATA),
+            agents_connected: recorder
+                .register_gauge(&key("tether_agents_connected", vec![]), &METADATA),
             rejects: RejectKind::ALL
                 .into_iter()
                 .map(|kind| {
                     (
                         kind,
-                        counter("tether_agent_rejects_total", vec![Label::new("reason", kind.as_str())]),
+                        counter(
+                            "tether_agent_rejects_total",
+                            vec![Label::new("reason", kind.as_str())],
+                        ),
                     )
                 })
                 .collect(),
             scrapes: counter("tether_scrapes_total", vec![]),
-            scrape_duration: recorder.register_histogram(&key("tether_scrape_duration_seconds", vec![]), &METADATA),
+            scrape_duration: recorder
+                .register_histogram(&key("tether_scrape_duration_seconds", vec![]), &METADATA),
             agent_timeouts: failure("timeout"),
             agent_unavailable: failure("unavailable"),
             agent_errors: failure("error"),
@@ -151,7 +206,10 @@ impl Telemetry {
 
     /// The number of connected agents changed.
     pub(crate) fn set_agents_connected(&self, n_agents: usize) {
-        #[allow(clippy::cast_precision_loss, reason = "agent counts are far below 2^53")]
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "agent counts are far below 2^53"
+        )]
         self.agents_connected.set(n_agents as f64);
     }
 

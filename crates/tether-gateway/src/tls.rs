@@ -12,7 +12,10 @@ use crate::config::TlsFiles;
 use crate::error::Error;
 
 /// Loads the server configuration; `alpn` lists the protocols offered.
-pub(crate) fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, Error> {
+pub(crate) fn server_config(
+    files: &TlsFiles,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = load_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| Error::Tls {
@@ -44,10 +47,12 @@ pub(crate) fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<rust
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| Error::Tls {
-        path: files.cert.display().to_string(),
-        message: format!("certificate and key do not fit together: {e}"),
-    })?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls {
+            path: files.cert.display().to_string(),
+            message: format!("certificate and key do not fit together: {e}"),
+        })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -12,12 +12,20 @@ use crate::support::{RawAgent, TestGateway, gauge, get, value_of};
 async fn expect_reject(agent: &mut RawAgent, reason: RejectReason) {
     match agent.recv().await.and_then(|m| m.kind) {
         Some(ServerKind::Reject(reject)) => {
-            assert_eq!(reject.reason(), reason, "reject message: {}", reject.message);
+            assert_eq!(
+                reject.reason(),
+                reason,
+                "reject message: {}",
+                reject.message
+            );
             assert!(!reject.message.is_empty(), "a Reject says why");
         }
         other => panic!("expected a Reject {reason:?}, got {other:?}"),
     }
-    assert!(agent.recv().await.is_none(), "the gateway closes after a Reject");
+    assert!(
+        agent.recv().await.is_none(),
+        "the gateway closes after a Reject"
+    );
 }
 
 #[tokio::test]
@@ -27,19 +35,45 @@ async fn scrape_merges_agents_with_identity_labels_and_up() {
     let (b, _) = RawAgent::hello(gateway.agents, "app", "b:1", "").await;
     let serving = [
         a.serve(vec![gauge("temperature", &[("x", 1.0), ("y", 2.0)])]),
-        b.serve(vec![gauge("temperature", &[("x", 3.0)]), gauge("load", &[("z", 0.5)])]),
+        b.serve(vec![
+            gauge("temperature", &[("x", 3.0)]),
+            gauge("load", &[("z", 0.5)]),
+        ]),
     ];
     let response = get(gateway.http, "/metrics", &[]).await;
     assert_eq!(response.status, 200);
     assert!(response.headers["content-type"].starts_with("text/plain; version=0.0.4"));
     let text = response.text();
     let families = parse(text.as_bytes(), Format::Text).expect("the gateway's output is valid");
-    assert_eq!(text.matches("# TYPE temperature gauge").count(), 1, "one TYPE per family:\n{text}");
-    assert_eq!(value_of(&families, "temperature", &[("job", "app"), ("instance", "a:1"), ("k", "y")]), Some(2.0));
-    assert_eq!(value_of(&families, "temperature", &[("instance", "b:1"), ("k", "x")]), Some(3.0));
-    assert_eq!(value_of(&families, "load", &[("instance", "b:1")]), Some(0.5));
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "a:1")]), Some(1.0));
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "b:1")]), Some(1.0));
+    assert_eq!(
+        text.matches("# TYPE temperature gauge").count(),
+        1,
+        "one TYPE per family:\n{text}"
+    );
+    assert_eq!(
+        value_of(
+            &families,
+            "temperature",
+            &[("job", "app"), ("instance", "a:1"), ("k", "y")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value_of(&families, "temperature", &[("instance", "b:1"), ("k", "x")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value_of(&families, "load", &[("instance", "b:1")]),
+        Some(0.5)
+    );
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "a:1")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "b:1")]),
+        Some(1.0)
+    );
     gateway.stop().await;
     for task in serving {
         task.await.expect("agent task");
@@ -53,10 +87,21 @@ async fn a_hung_agent_is_left_out_at_the_deadline_and_marked_down() {
     let _good = good.serve(vec![gauge("g", &[("x", 1.0)])]);
     // Connected, but never answers a scrape.
     let (_hung, _) = RawAgent::hello(gateway.agents, "app", "hung", "").await;
-    let response = get(gateway.http, "/metrics", &[("X-Prometheus-Scrape-Timeout-Seconds", "0.5")]).await;
+    let response = get(
+        gateway.http,
+        "/metrics",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "0.5")],
+    )
+    .await;
     let families = parse(&response.body, Format::Text).expect("valid output");
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "good")]), Some(1.0));
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "hung")]), Some(0.0));
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "good")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "hung")]),
+        Some(0.0)
+    );
     assert_eq!(value_of(&families, "g", &[("instance", "good")]), Some(1.0));
     gateway.stop().await;
 }
@@ -70,17 +115,27 @@ async fn openmetrics_and_gzip_are_negotiated() {
         gateway.http,
         "/metrics/connected",
         &[
-            ("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+            (
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            ),
             ("Accept-Encoding", "gzip"),
         ],
     )
     .await;
     assert_eq!(response.headers["content-encoding"], "gzip");
-    assert!(response.headers["content-type"].starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(
+        response.headers["content-type"].starts_with("application/openmetrics-text; version=1.0.0")
+    );
     let mut body = Vec::new();
-    flate2::read::GzDecoder::new(&response.body[..]).read_to_end(&mut body).expect("valid gzip");
+    flate2::read::GzDecoder::new(&response.body[..])
+        .read_to_end(&mut body)
+        .expect("valid gzip");
     let families = parse(&body, Format::OpenMetrics).expect("valid OpenMetrics");
-    assert_eq!(value_of(&families, "g", &[("job", "app"), ("instance", "a")]), Some(1.0));
+    assert_eq!(
+        value_of(&families, "g", &[("job", "app"), ("instance", "a")]),
+        Some(1.0)
+    );
     gateway.stop().await;
 }
 
@@ -102,15 +157,37 @@ async fn a_final_push_is_served_after_the_agent_left() {
         }
         other => panic!("expected PushAck, got {other:?}"),
     }
-    agent.send(tether_proto::Goodbye { reason: "done".into() }).await;
-    assert!(agent.recv().await.is_none(), "the gateway closes after Goodbye");
+    agent
+        .send(tether_proto::Goodbye {
+            reason: "done".into(),
+        })
+        .await;
+    assert!(
+        agent.recv().await.is_none(),
+        "the gateway closes after Goodbye"
+    );
     drop(agent);
-    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
-    assert_eq!(value_of(&families, "rows_written", &[("job", "batch"), ("instance", "run-7")]), Some(1234.0));
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(
+            &families,
+            "rows_written",
+            &[("job", "batch"), ("instance", "run-7")]
+        ),
+        Some(1234.0)
+    );
     // The agent is gone: it is not scraped, so it has no up series.
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "run-7")]), None);
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "run-7")]),
+        None
+    );
     // /metrics/connected shows connected agents only.
-    let connected = parse(&get(gateway.http, "/metrics/connected", &[]).await.body, Format::Text).expect("valid");
+    let connected = parse(
+        &get(gateway.http, "/metrics/connected", &[]).await.body,
+        Format::Text,
+    )
+    .expect("valid");
     assert_eq!(value_of(&connected, "rows_written", &[]), None);
     gateway.stop().await;
 }
@@ -123,10 +200,14 @@ async fn bad_tokens_are_rejected_and_good_ones_admitted() {
     };
     let gateway = TestGateway::start(config).await;
     let mut agent = RawAgent::connect(gateway.agents).await;
-    agent.send(Hello::new("wrong", [("job", "j"), ("instance", "i")])).await;
+    agent
+        .send(Hello::new("wrong", [("job", "j"), ("instance", "i")]))
+        .await;
     expect_reject(&mut agent, RejectReason::BadToken).await;
     let mut agent = RawAgent::connect(gateway.agents).await;
-    agent.send(Hello::new("", [("job", "j"), ("instance", "i")])).await;
+    agent
+        .send(Hello::new("", [("job", "j"), ("instance", "i")]))
+        .await;
     expect_reject(&mut agent, RejectReason::BadToken).await;
     let (_agent, welcome) = RawAgent::hello(gateway.agents, "j", "i", "other").await;
     assert_eq!(welcome.version, tether_proto::PROTOCOL_VERSION);
@@ -183,8 +264,12 @@ async fn oversized_truncated_and_garbage_frames_never_bring_the_gateway_down() {
     // The gateway still serves agents and scrapes.
     let (agent, _) = RawAgent::hello(gateway.agents, "j", "fine", "").await;
     let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
-    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "fine")]), Some(1.0));
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "fine")]),
+        Some(1.0)
+    );
     gateway.stop().await;
 }
 
@@ -209,13 +294,19 @@ async fn agents_past_the_cap_are_told_why_and_reconnects_replace_the_old_connect
     let gateway = TestGateway::start(config).await;
     let (mut first, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
     let mut second = RawAgent::connect(gateway.agents).await;
-    second.send(Hello::new("", [("job", "j"), ("instance", "two")])).await;
+    second
+        .send(Hello::new("", [("job", "j"), ("instance", "two")]))
+        .await;
     expect_reject(&mut second, RejectReason::TooManyConnections).await;
     // The same identity again: a reconnect, which takes over.
     let (again, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
-    assert!(first.recv().await.is_none(), "the older connection is closed");
+    assert!(
+        first.recv().await.is_none(),
+        "the older connection is closed"
+    );
     let _serving = again.serve(vec![gauge("g", &[("x", 7.0)])]);
-    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
     assert_eq!(value_of(&families, "g", &[("instance", "one")]), Some(7.0));
     gateway.stop().await;
 }

@@ -36,7 +36,9 @@ impl TestGateway {
             recorder: Arc::new(metrics::NoopRecorder),
             families: Arc::new(Vec::new),
         };
-        let gateway = Gateway::bind(config, self_metrics).await.expect("gateway binds on loopback");
+        let gateway = Gateway::bind(config, self_metrics)
+            .await
+            .expect("gateway binds on loopback");
         let (http, agents) = (gateway.http_addr(), gateway.agent_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gateway.run(shutdown.clone()));
@@ -76,15 +78,24 @@ pub(crate) struct RawAgent {
 impl RawAgent {
     pub(crate) async fn connect(addr: SocketAddr) -> RawAgent {
         RawAgent {
-            stream: TcpStream::connect(addr).await.expect("connect to the agent listener"),
+            stream: TcpStream::connect(addr)
+                .await
+                .expect("connect to the agent listener"),
             buf: BytesMut::new(),
         }
     }
 
     /// Connects and completes a handshake as `job`/`instance`.
-    pub(crate) async fn hello(addr: SocketAddr, job: &str, instance: &str, token: &str) -> (RawAgent, Welcome) {
+    pub(crate) async fn hello(
+        addr: SocketAddr,
+        job: &str,
+        instance: &str,
+        token: &str,
+    ) -> (RawAgent, Welcome) {
         let mut agent = RawAgent::connect(addr).await;
-        agent.send(Hello::new(token, [("job", job), ("instance", instance)])).await;
+        agent
+            .send(Hello::new(token, [("job", job), ("instance", instance)]))
+            .await;
         match agent.recv().await.and_then(|m| m.kind) {
             Some(ServerKind::Welcome(welcome)) => (agent, welcome),
             other => panic!("expected Welcome, got {other:?}"),
@@ -97,7 +108,10 @@ impl RawAgent {
     }
 
     pub(crate) async fn write_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write to the gateway");
+        self.stream
+            .write_all(bytes)
+            .await
+            .expect("write to the gateway");
     }
 
     /// The next message, or `None` when the gateway closed the connection.
@@ -105,8 +119,14 @@ impl RawAgent {
         let mut decoder = FrameDecoder::new(64 << 20);
         tokio::time::timeout(PATIENCE, async {
             loop {
-                if let Some(body) = decoder.decode(&mut self.buf).expect("gateway sends valid frames") {
-                    return Some(tether_proto::decode_server_message(body).expect("gateway sends valid messages"));
+                if let Some(body) = decoder
+                    .decode(&mut self.buf)
+                    .expect("gateway sends valid frames")
+                {
+                    return Some(
+                        tether_proto::decode_server_message(body)
+                            .expect("gateway sends valid messages"),
+                    );
                 }
                 match self.stream.read_buf(&mut self.buf).await {
                     Ok(0) | Err(_) => return None,
@@ -132,7 +152,9 @@ impl RawAgent {
                         })
                         .await;
                     }
-                    Some(ServerKind::Ping(ping)) => self.send(tether_proto::Pong { nonce: ping.nonce }).await,
+                    Some(ServerKind::Ping(ping)) => {
+                        self.send(tether_proto::Pong { nonce: ping.nonce }).await
+                    }
                     _ => {}
                 }
             }
@@ -177,10 +199,16 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send request");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send request");
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.expect("read response");
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response has a header block");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("response has a header block");
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let mut lines = head.lines();
         let status = lines
@@ -193,10 +221,17 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
         let mut body = raw[split + 4..].to_vec();
-        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked")
+        {
             body = dechunk(&body);
         }
-        Response { status, headers, body }
+        Response {
+            status,
+            headers,
+            body,
+        }
     })
     .await
     .expect("HTTP answers in time")
@@ -205,8 +240,17 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).expect("ascii").trim(), 16).expect("hex size");
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&body[..line_end])
+                .expect("ascii")
+                .trim(),
+            16,
+        )
+        .expect("hex size");
         body = &body[line_end + 2..];
         if size == 0 {
             return out;
@@ -217,12 +261,19 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 }
 
 /// The value of the series of `family` whose labels include all of `labels`.
-pub(crate) fn value_of(families: &[tether_model::MetricFamily], family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value_of(
+    families: &[tether_model::MetricFamily],
+    family: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     let family = families.iter().find(|f| f.name == family)?;
     family.series.iter().find_map(|series| {
-        let matches = labels
-            .iter()
-            .all(|(name, value)| series.labels.iter().any(|l| l.name == *name && l.value == *value));
+        let matches = labels.iter().all(|(name, value)| {
+            series
+                .labels
+                .iter()
+                .any(|l| l.name == *name && l.value == *value)
+        });
         match (&series.value, matches) {
             (tether_model::Value::Single(v), true) => Some(*v),
             (tether_model::Value::Counter(c), true) => Some(c.total),

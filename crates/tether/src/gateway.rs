@@ -1,0 +1,186 @@
+//! `tether gateway`: flags and environment into a validated configuration,
+//! then the gateway runs until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use tether_gateway::{Config, LogFormat, RawConfig};
+
+/// Exit status for a configuration that cannot run (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// Exit status when the gateway failed while running.
+const EXIT_FAILURE: u8 = 1;
+
+/// Every flag also reads `TETHER_<FLAG>` from the environment and a key of
+/// the TOML file given by `--config` (flag > environment > file > default).
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// TOML file with settings named like the flags, in snake case.
+    #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address for HTTP: Prometheus scrapes, health [default: 0.0.0.0:9091].
+    #[arg(long, env = "TETHER_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<String>,
+
+    /// Address agents dial [default: 0.0.0.0:7001].
+    #[arg(long, env = "TETHER_AGENT_LISTEN", value_name = "ADDR")]
+    agent_listen: Option<String>,
+
+    /// Log format [default: text].
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+
+    /// Upper bound of a scrape's fan-out to agents [default: 10000].
+    #[arg(long, env = "TETHER_SCRAPE_TIMEOUT_MS", value_name = "MS")]
+    scrape_timeout_ms: Option<u64>,
+
+    /// Time kept back from Prometheus' scrape timeout to merge and send [default: 250].
+    #[arg(long, env = "TETHER_SCRAPE_MARGIN_MS", value_name = "MS")]
+    scrape_margin_ms: Option<u64>,
+
+    /// How long an exiting agent's final push stays served [default: 300].
+    #[arg(long, env = "TETHER_FINAL_PUSH_TTL_SECS", value_name = "SECS")]
+    final_push_ttl_secs: Option<u64>,
+
+    /// A token agents must present (repeatable; comma-separated in the environment).
+    #[arg(
+        long,
+        env = "TETHER_AGENT_TOKEN",
+        value_name = "TOKEN",
+        value_delimiter = ','
+    )]
+    agent_token: Option<Vec<String>>,
+
+    /// File with one agent token per line.
+    #[arg(long, env = "TETHER_AGENT_TOKENS_FILE", value_name = "FILE")]
+    agent_tokens_file: Option<PathBuf>,
+
+    /// PEM certificate chain: serve TLS on both listeners.
+    #[arg(long, env = "TETHER_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the certificate.
+    #[arg(long, env = "TETHER_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: require client certificates it signed (mutual TLS).
+    #[arg(long, env = "TETHER_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Most agents connected at once [default: 10000].
+    #[arg(long, env = "TETHER_MAX_AGENTS", value_name = "N")]
+    max_agents: Option<usize>,
+
+    /// Most HTTP connections at once [default: 1024].
+    #[arg(long, env = "TETHER_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    max_http_connections: Option<usize>,
+
+    /// Time an agent has to complete its handshake [default: 5000].
+    #[arg(long, env = "TETHER_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    handshake_timeout_ms: Option<u64>,
+
+    /// Heartbeat interval; a peer silent for three is dead [default: 15000].
+    #[arg(long, env = "TETHER_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    heartbeat_interval_ms: Option<u64>,
+
+    /// Largest agent frame accepted [default: 16777216].
+    #[arg(long, env = "TETHER_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+
+    /// Time shutdown waits for connections to finish [default: 10000].
+    #[arg(long, env = "TETHER_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    shutdown_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl GatewayArgs {
+    /// The settings given on the command line and in the environment.
+    fn raw(&self) -> RawConfig {
+        RawConfig {
+            http_listen: self.http_listen.clone(),
+            agent_listen: self.agent_listen.clone(),
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            }),
+            scrape_timeout_ms: self.scrape_timeout_ms,
+            scrape_margin_ms: self.scrape_margin_ms,
+            final_push_ttl_secs: self.final_push_ttl_secs,
+            agent_token: self.agent_token.clone(),
+            agent_tokens_file: self.agent_tokens_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            max_agents: self.max_agents,
+            max_http_connections: self.max_http_connections,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_frame_bytes: self.max_frame_bytes,
+            shutdown_timeout_ms: self.shutdown_timeout_ms,
+        }
+    }
+
+    /// The validated configuration: flags and environment over the file
+    /// over the defaults.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            None => RawConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                RawConfig::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+        };
+        Ok(Config::from_raw(self.raw().or(file))?)
+    }
+}
+
+pub(crate) fn run(args: &GatewayArgs) -> ExitCode {
+    // Nothing binds and no runtime starts before the configuration is valid.
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            crate::setup::report_error(&format!(
+                "tether gateway: invalid configuration: {error:#}"
+            ));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::setup::init_logging(config.log_format);
+    let recorder = crate::setup::install_recorder();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let gateway = tether_gateway::Gateway::bind(config, recorder).await?;
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            crate::setup::wait_for_signal().await;
+            signal.cancel();
+        });
+        gateway.run(shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "gateway stopped");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
