@@ -1,4 +1,5 @@
 //! Integration tests of the gateway over real loopback sockets.
 
 mod agents;
+mod prometheus;
 mod support;

@@ -192,8 +192,13 @@ impl Response {
 
 /// `GET path` over HTTP/1.1 with `headers`.
 pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    try_get(addr, path, headers).await.expect("connect to HTTP")
+}
+
+/// As [`get`], `None` when nothing listens (yet).
+pub(crate) async fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
     tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to HTTP");
+        let mut stream = TcpStream::connect(addr).await.ok()?;
         let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
@@ -227,11 +232,11 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
         {
             body = dechunk(&body);
         }
-        Response {
+        Some(Response {
             status,
             headers,
             body,
-        }
+        })
     })
     .await
     .expect("HTTP answers in time")
