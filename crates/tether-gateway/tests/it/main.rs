@@ -3,3 +3,4 @@
 mod agents;
 mod prometheus;
 mod support;
+mod tls;

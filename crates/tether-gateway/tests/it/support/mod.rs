@@ -138,6 +138,27 @@ impl RawAgent {
         .expect("the gateway answers in time")
     }
 
+    /// Whether the connection ends without a valid frame: true when the
+    /// peer closes or sends bytes that are not a frame of this protocol.
+    pub(crate) async fn recv_raw_closed(&mut self) -> bool {
+        let mut decoder = FrameDecoder::new(64 << 20);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match decoder.decode(&mut self.buf) {
+                    Err(_) => return true,
+                    Ok(Some(body)) => return tether_proto::decode_server_message(body).is_err(),
+                    Ok(None) => {}
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the gateway closes in time")
+    }
+
     /// Answers scrapes with `families` and pings with pongs until the
     /// gateway closes the connection.
     pub(crate) fn serve(mut self, families: Vec<pb::MetricFamily>) -> JoinHandle<()> {
