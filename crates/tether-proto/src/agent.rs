@@ -33,16 +33,6 @@ pub const MIN_SUPPORTED_VERSION: u32 = 1;
 /// few hundred bytes.
 pub const MAX_HELLO_FRAME_BYTES: usize = 64 << 10;
 
-/// The time the gateway gives a new connection to deliver a complete
-/// `Hello` unless configured otherwise, 10 s; at the deadline it sends
-/// `Reject` with `HANDSHAKE_TIMEOUT` and closes.
-pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
-
-/// The heartbeat interval the gateway announces in `Welcome` unless
-/// configured otherwise, 10 s: each peer sends a `Ping` after this long
-/// without sending anything.
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 10_000;
-
 /// How many heartbeat intervals a peer may stay silent, 3: after that long
 /// with no frame from it, the other side considers it dead and closes.
 pub const SILENT_INTERVALS_BEFORE_DEAD: u32 = 3;
@@ -445,13 +435,15 @@ pub struct Push {
     /// `PushAck` carries it back.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    /// `repeated io.prometheus.client.MetricFamily families = 2`: the
-    /// snapshot, which replaces the agent's previous push.
+    /// `repeated io.prometheus.client.MetricFamily families = 2`: a whole
+    /// snapshot, which replaces the agent's previous push. The gateway
+    /// serves the latest snapshot of an identity, for a time to live, while
+    /// no agent with that identity is connected.
     #[prost(message, repeated, tag = "2")]
     pub families: Vec<MetricFamily>,
-    /// `bool final = 3`: push and close. The agent sends nothing after it
-    /// but `Goodbye`, and closes once acknowledged; the gateway keeps
-    /// serving the snapshot after the connection is gone, for a time to live.
+    /// `bool final = 3`: push and close, the agent's last push before its
+    /// process exits. The agent sends nothing after it but `Goodbye`, and
+    /// closes once acknowledged.
     #[prost(bool, tag = "3")]
     pub r#final: bool,
 }

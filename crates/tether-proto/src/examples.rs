@@ -120,7 +120,7 @@ fn hello_frame() -> Vec<u8> {
 pub(crate) fn welcome() -> Welcome {
     Welcome {
         version: 1,
-        heartbeat_interval_ms: 10_000,
+        heartbeat_interval_ms: 15_000,
         max_frame_bytes: 16 << 20,
         gateway_version: "0.1.0".to_owned(),
     }
@@ -132,8 +132,8 @@ fn welcome_frame() -> Vec<u8> {
         &[0x13],                         // frame header: body of 19 bytes
         &[0x0a, 0x11],                   // ServerMessage 1 welcome, 17 bytes
         &[0x08, 0x01],                   //   Welcome 1 version: 1
-        // 10000 = 0x10 + (0x4e << 7).
-        &[0x10, 0x90, 0x4e],             //   Welcome 2 heartbeat_interval_ms: 10000
+        // 15000 = 0x18 + (0x75 << 7).
+        &[0x10, 0x98, 0x75],             //   Welcome 2 heartbeat_interval_ms: 15000
         // 16777216 = 8 << 21.
         &[0x18, 0x80, 0x80, 0x80, 0x08], //   Welcome 3 max_frame_bytes: 16777216
         &[0x22, 0x05], b"0.1.0",         //   Welcome 4 gateway_version
@@ -143,7 +143,7 @@ fn welcome_frame() -> Vec<u8> {
 pub(crate) fn scrape_request() -> ScrapeRequest {
     ScrapeRequest {
         id: 1,
-        timeout_ms: 9_500,
+        timeout_ms: 9_750,
     }
 }
 
@@ -153,8 +153,8 @@ fn scrape_request_frame() -> Vec<u8> {
         &[0x07],                         // frame header: body of 7 bytes
         &[0x22, 0x05],                   // ServerMessage 4 scrape_request, 5 bytes
         &[0x08, 0x01],                   //   ScrapeRequest 1 id: 1
-        // 9500 = 0x1c + (0x4a << 7).
-        &[0x10, 0x9c, 0x4a],             //   ScrapeRequest 2 timeout_ms: 9500
+        // 9750 = 0x16 + (0x4c << 7).
+        &[0x10, 0x96, 0x4c],             //   ScrapeRequest 2 timeout_ms: 9750
     ])
 }
 
@@ -379,7 +379,10 @@ mod protocol_doc {
         for (index, line) in PROTOCOL_MD.lines().enumerate() {
             let line_number = index + 1;
             if let Some(rest) = line.strip_prefix("# example: ") {
-                assert!(current.is_none(), "line {line_number}: example inside example");
+                assert!(
+                    current.is_none(),
+                    "line {line_number}: example inside example"
+                );
                 let name = rest.split_whitespace().next().unwrap_or_default();
                 current = Some((name.to_owned(), Vec::new()));
                 continue;
@@ -420,6 +423,40 @@ mod protocol_doc {
                 hex(doc_bytes),
                 hex(code_bytes),
                 "example {name}: PROTOCOL.md differs from the code"
+            );
+        }
+    }
+
+    #[test]
+    fn the_document_header_table_encodes_and_decodes_as_shown() {
+        let mut rows = PROTOCOL_MD
+            .lines()
+            .skip_while(|line| !line.starts_with("| body length | header bytes |"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .peekable();
+        assert!(rows.peek().is_some(), "the header table is in the document");
+        for row in rows {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let body_len: usize = cells[1]
+                .split_whitespace()
+                .next()
+                .and_then(|number| number.parse().ok())
+                .expect("a length in the first column");
+            let shown = cells[2].trim_matches('`');
+            let mut header = Vec::new();
+            prost::encode_length_delimiter(body_len, &mut header).expect("a Vec grows");
+            assert_eq!(hex(&header).trim_end(), shown, "{row}");
+            if body_len > 0 {
+                let checked = crate::check(&header, usize::MAX);
+                assert_eq!(checked, Ok(None), "{row}: a header alone is incomplete");
+            }
+            let mut frame = header.clone();
+            frame.resize(header.len() + body_len, 0);
+            assert_eq!(
+                crate::check(&frame, usize::MAX).map(|len| len.map(|len| len.body_len)),
+                Ok(Some(body_len)),
+                "{row}"
             );
         }
     }
@@ -675,7 +712,10 @@ mod protocol_doc {
                 .iter()
                 .flat_map(|(body, _)| top_level_keys(body))
                 .collect();
-            assert_eq!(in_doc, in_code, "message {message}: (field number, wire type)");
+            assert_eq!(
+                in_doc, in_code,
+                "message {message}: (field number, wire type)"
+            );
         }
     }
 
@@ -728,14 +768,20 @@ mod protocol_doc {
         let schema = doc_schema();
         let reasons = &schema.enums["RejectReason"];
         assert_eq!(reasons.len(), 10);
-        assert!(RejectReason::try_from(10).is_err(), "a reason missing from the doc");
+        assert!(
+            RejectReason::try_from(10).is_err(),
+            "a reason missing from the doc"
+        );
         for (name, number) in reasons {
             let reason = RejectReason::try_from(*number).map(RejectReason::as_str_name);
             assert_eq!(reason, Ok(name.as_str()));
         }
         let types = &schema.enums["MetricType"];
         assert_eq!(types.len(), 3);
-        assert!(EventMetricType::try_from(3).is_err(), "a type missing from the doc");
+        assert!(
+            EventMetricType::try_from(3).is_err(),
+            "a type missing from the doc"
+        );
         for (name, number) in types {
             let metric_type = EventMetricType::try_from(*number).map(EventMetricType::as_str_name);
             assert_eq!(metric_type, Ok(name.as_str()));

@@ -35,7 +35,7 @@ pub struct FrameLen {
 
 impl FrameLen {
     /// The length of the whole frame, header and body.
-    pub fn frame_len(self) -> usize {
+    pub fn total_len(self) -> usize {
         self.header_len + self.body_len
     }
 }
@@ -56,7 +56,7 @@ pub fn check(buf: &[u8], max_frame_bytes: usize) -> Result<Option<FrameLen>, Fra
     let Some(frame_len) = read_header(buf, max_frame_bytes)? else {
         return Ok(None);
     };
-    if buf.len() < frame_len.frame_len() {
+    if buf.len() < frame_len.total_len() {
         return Ok(None);
     }
     Ok(Some(frame_len))
@@ -417,7 +417,7 @@ mod tests {
             body_len: 127,
         };
         for cut in 0..=stream.len() {
-            let expected = if cut < first.frame_len() {
+            let expected = if cut < first.total_len() {
                 None
             } else {
                 Some(first)
@@ -429,7 +429,7 @@ mod tests {
             );
         }
         // Body 3 has 128 bytes and needs a two-byte header.
-        let second = check(&stream[first.frame_len()..], DEFAULT_MAX_FRAME_BYTES);
+        let second = check(&stream[first.total_len()..], DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(
             second,
             Ok(Some(FrameLen {

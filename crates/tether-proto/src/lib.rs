@@ -35,11 +35,10 @@ mod examples;
 mod frame;
 
 pub use agent::{
-    ClientKind, ClientMessage, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS,
-    Goodbye, Hello, MAX_HELLO_FRAME_BYTES, MIN_SUPPORTED_VERSION, PROTOCOL_VERSION, Ping, Pong,
-    Push, PushAck, REQUIRED_IDENTITY_LABELS, Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD,
-    ScrapeRequest, ScrapeResponse, ServerKind, ServerMessage, Welcome, decode_client_message,
-    decode_server_message, negotiate,
+    ClientKind, ClientMessage, Goodbye, Hello, MAX_HELLO_FRAME_BYTES, MIN_SUPPORTED_VERSION,
+    PROTOCOL_VERSION, Ping, Pong, Push, PushAck, REQUIRED_IDENTITY_LABELS, Reject, RejectReason,
+    SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ScrapeResponse, ServerKind, ServerMessage,
+    Welcome, decode_client_message, decode_server_message, negotiate,
 };
 pub use error::FrameError;
 pub use event::{
