@@ -93,6 +93,9 @@ pub struct RawConfig {
     pub max_frame_bytes: Option<usize>,
     /// Time shutdown waits for connections, in milliseconds.
     pub shutdown_timeout_ms: Option<u64>,
+    /// Metric event streams to read (`host:port` of a metrics-exporter-tcp
+    /// or tether exporter stream).
+    pub stream_source: Option<Vec<String>>,
 }
 
 impl RawConfig {
@@ -121,6 +124,7 @@ impl RawConfig {
             heartbeat_interval_ms: self.heartbeat_interval_ms.or(lower.heartbeat_interval_ms),
             max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
+            stream_source: self.stream_source.or(lower.stream_source),
         }
     }
 }
@@ -167,6 +171,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Time shutdown waits for connections.
     pub shutdown_timeout: Duration,
+    /// Metric event streams to read, as `host:port`.
+    pub stream_sources: Vec<String>,
 }
 
 impl Default for Config {
@@ -261,7 +267,20 @@ impl Config {
                 message: format!("{max_frame_bytes} is outside 1024 to 1073741824 bytes"),
             });
         }
+        let stream_sources = raw.stream_source.unwrap_or_default();
+        for source in &stream_sources {
+            let valid = source
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "stream_source",
+                    message: format!("\"{source}\" is not HOST:PORT, such as 127.0.0.1:5000"),
+                });
+            }
+        }
         Ok(Config {
+            stream_sources,
             http_listen,
             agent_listen,
             log_format: raw.log_format.unwrap_or_default(),
@@ -421,6 +440,13 @@ mod tests {
                     ..RawConfig::default()
                 },
                 "max_frame_bytes",
+            ),
+            (
+                RawConfig {
+                    stream_source: Some(vec!["localhost".into()]),
+                    ..RawConfig::default()
+                },
+                "stream_source",
             ),
             (
                 RawConfig {

@@ -90,9 +90,21 @@ async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> R
         Scope::All => shared.self_families(),
         Scope::Connected => Vec::new(),
     };
+    let streams: Vec<(bool, Vec<tether_model::MetricFamily>)> = match scope {
+        Scope::All => shared.stream_sources.iter().map(|s| s.snapshot()).collect(),
+        Scope::Connected => Vec::new(),
+    };
     let telemetry = Arc::clone(&shared);
     let response = render_response(negotiated, move |out| {
-        let synthetic = [round.up_family(), round.duration_family()];
+        let mut synthetic = vec![round.up_family(), round.duration_family()];
+        if !streams.is_empty() {
+            let sources: Vec<_> = streams
+                .iter()
+                .zip(&telemetry.stream_sources)
+                .map(|((connected, _), source)| (*connected, source.as_ref()))
+                .collect();
+            synthetic.extend(crate::stream_source::source_families(&sources));
+        }
         let mut sources: Vec<SourceRef<'_>> =
             Vec::with_capacity(round.results.len() + pushes.len() + 2);
         for result in &round.results {
@@ -102,6 +114,12 @@ async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> R
                     target: Some(&result.agent.target),
                 });
             }
+        }
+        for ((_, families), source) in streams.iter().zip(&telemetry.stream_sources) {
+            sources.push(SourceRef {
+                families,
+                target: Some(source.target()),
+            });
         }
         for (_, pushed) in &pushes {
             sources.push(SourceRef {

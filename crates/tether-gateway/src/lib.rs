@@ -13,6 +13,7 @@ mod merge;
 mod scrape;
 mod server;
 mod state;
+mod stream_source;
 mod telemetry;
 mod tls;
 

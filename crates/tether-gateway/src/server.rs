@@ -182,6 +182,11 @@ impl Gateway {
             )
             .map_err(|e| Error::Serve(e.to_string()))?
         };
+        let sources = tokio_util::task::TaskTracker::new();
+        for source in &shared.stream_sources {
+            sources.spawn(Arc::clone(source).run(shutdown.clone()));
+        }
+        sources.close();
         shared.set_ready(true);
         let not_ready = {
             let shared = Arc::clone(&shared);
@@ -191,10 +196,11 @@ impl Gateway {
                 shared.set_ready(false);
             }
         };
-        let (http_drain, agent_drain, ()) = tokio::join!(
+        let (http_drain, agent_drain, (), ()) = tokio::join!(
             http_server.run(http, shutdown.clone()),
             agent_server.run(agents, shutdown.clone()),
-            not_ready
+            not_ready,
+            sources.wait()
         );
         if !http_drain.complete || !agent_drain.complete {
             tracing::warn!(

@@ -9,6 +9,7 @@ use tether_model::MetricFamily;
 use crate::agents::Registry;
 use crate::config::Config;
 use crate::scrape::Scraper;
+use crate::stream_source::StreamSource;
 use crate::telemetry::Telemetry;
 
 /// Produces the gateway's own families (its recorder's registry) on demand.
@@ -20,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     pub(crate) scraper: Scraper,
     pub(crate) telemetry: Telemetry,
+    pub(crate) stream_sources: Vec<Arc<StreamSource>>,
     self_families: SelfFamilies,
     /// True between start-up and the beginning of shutdown.
     ready: AtomicBool,
@@ -38,7 +40,9 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub(crate) fn new(config: Config, telemetry: Telemetry, self_families: SelfFamilies) -> Shared {
         let registry = Arc::new(Registry::default());
+        let stream_sources = config.stream_sources.iter().map(|a| Arc::new(StreamSource::new(a.clone()))).collect();
         Shared {
+            stream_sources,
             config,
             scraper: Scraper::new(Arc::clone(&registry)),
             registry,

@@ -92,6 +92,10 @@ pub(crate) struct GatewayArgs {
     /// Time shutdown waits for connections to finish [default: 10000].
     #[arg(long, env = "TETHER_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
+
+    /// A metric event stream to read (metrics-exporter-tcp or tether's exporter; repeatable).
+    #[arg(long, env = "TETHER_STREAM_SOURCE", value_name = "HOST:PORT", value_delimiter = ',')]
+    stream_source: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +128,7 @@ impl GatewayArgs {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             max_frame_bytes: self.max_frame_bytes,
             shutdown_timeout_ms: self.shutdown_timeout_ms,
+            stream_source: self.stream_source.clone(),
         }
     }
 

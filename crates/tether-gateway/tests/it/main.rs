@@ -2,5 +2,6 @@
 
 mod agents;
 mod prometheus;
+mod stream;
 mod support;
 mod tls;

@@ -1,0 +1,97 @@
+//! The gateway reads an unmodified metrics-exporter-tcp app's event stream
+//! and serves its metrics with `instance` set to the stream's address.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use metrics::{Key, Label, Level, Metadata, Recorder};
+use tether_gateway::Config;
+use tether_model::{Format, Value, parse};
+
+use crate::support::{TestGateway, get, value_of};
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+/// Scrapes until `check` accepts the families or the deadline passes.
+async fn scrape_until(gateway: &TestGateway, what: &str, check: impl Fn(&[tether_model::MetricFamily]) -> bool) -> Vec<tether_model::MetricFamily> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+        if check(&families) {
+            return families;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // The stream arrives asynchronously; ask again shortly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_metrics_exporter_tcp_app_is_ingested() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let source = format!("127.0.0.1:{port}");
+    let recorder = metrics_exporter_tcp::TcpBuilder::new()
+        .listen_address(([127, 0, 0, 1], port))
+        .build()
+        .expect("metrics-exporter-tcp starts");
+    // Apps describe their metrics at start-up; metrics-exporter-tcp keeps
+    // descriptions and replays them to each client that connects.
+    recorder.describe_counter("app.requests".into(), None, "Requests served.".into());
+    let config = Config {
+        stream_sources: vec![source.clone()],
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    // metrics-exporter-tcp sends no values on connect: wait until the
+    // gateway is connected before recording.
+    scrape_until(&gateway, "the stream to connect", |f| {
+        value_of(f, "tether_stream_up", &[("instance", &source)]) == Some(1.0)
+    })
+    .await;
+    let counter = recorder.register_counter(&Key::from_parts("app.requests", vec![Label::new("code", "200")]), &METADATA);
+    let gauge = recorder.register_gauge(&Key::from_name("app.queue_depth"), &METADATA);
+    let histogram = recorder.register_histogram(&Key::from_name("app.latency"), &METADATA);
+    for _ in 0..5 {
+        counter.increment(2);
+    }
+    gauge.set(12.0);
+    gauge.decrement(2.0);
+    histogram.record(0.2);
+    histogram.record(3.0);
+    let families = scrape_until(&gateway, "the recorded values", |f| {
+        value_of(f, "app_requests", &[("code", "200")]) == Some(10.0)
+            && value_of(f, "app_queue_depth", &[]) == Some(10.0)
+            && f.iter().any(|family| family.name == "app_latency")
+    })
+    .await;
+    assert_eq!(value_of(&families, "app_requests", &[("instance", &source)]), Some(10.0));
+    let help = families.iter().find(|f| f.name == "app_requests").and_then(|f| f.help.clone());
+    assert_eq!(help.as_deref(), Some("Requests served."));
+    let latency = families.iter().find(|f| f.name == "app_latency").expect("histogram family");
+    let Value::Histogram(h) = &latency.series[0].value else {
+        panic!("app_latency is a histogram");
+    };
+    assert_eq!((h.count, h.sum), (Some(2.0), Some(3.2)));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_stream_is_marked_down() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    // Nothing listens on the port once the probe listener is dropped.
+    let source = format!("127.0.0.1:{port}");
+    let config = Config {
+        stream_sources: vec![source.clone()],
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "tether_stream_up", &[("instance", &source)]), Some(0.0));
+    gateway.stop().await;
+}
