@@ -3,6 +3,8 @@
 mod check;
 mod echo;
 mod gateway;
+mod loadgen;
+mod observe;
 mod setup;
 
 use std::process::ExitCode;
@@ -37,6 +39,21 @@ enum Command {
     ///
     /// Works with no flags: HTTP on 0.0.0.0:9091, agents on 0.0.0.0:7001.
     Gateway(Box<gateway::GatewayArgs>),
+
+    /// Load a gateway with simulated agents (loopback only by default).
+    ///
+    /// Bounded in count and time; prints a summary, and with `--scrape-url`
+    /// the latency of scrapes taken meanwhile.
+    Loadgen(loadgen::LoadgenArgs),
+
+    /// Watch a metric event stream in a terminal UI (default 127.0.0.1:5000).
+    ///
+    /// Reads the stream of tether's exporter or of any metrics-exporter-tcp
+    /// app: counters with rates, gauges with sparklines, histograms with
+    /// p50/p99/max. `/` filters by name, Esc clears, arrows and
+    /// PageUp/PageDown scroll, q quits. With `--once` it prints one snapshot
+    /// (text or JSON) and exits instead.
+    Observe(observe::ObserveArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +61,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Gateway(args) => gateway::run(&args),
+        Command::Loadgen(args) => loadgen::run(&args),
         Command::Echo(args) => echo::run(&args),
+        Command::Observe(args) => observe::run(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the gateway over real loopback sockets.
 
 mod agents;
+mod client;
 mod prometheus;
 mod stream;
 mod support;

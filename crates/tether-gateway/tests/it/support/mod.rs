@@ -32,6 +32,11 @@ impl TestGateway {
     pub(crate) async fn start(mut config: Config) -> TestGateway {
         config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        TestGateway::start_at(config).await
+    }
+
+    /// Starts a gateway on the addresses `config` names.
+    pub(crate) async fn start_at(config: Config) -> TestGateway {
         let self_metrics = SelfMetrics {
             recorder: Arc::new(metrics::NoopRecorder),
             families: Arc::new(Vec::new),
