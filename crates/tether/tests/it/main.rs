@@ -1,3 +1,5 @@
 //! Integration tests of the `tether` binary, run as a user runs it.
 
 mod check;
+mod echo;
+mod observe;
