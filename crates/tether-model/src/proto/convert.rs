@@ -219,7 +219,8 @@ fn exemplar_to_proto(exemplar: &Exemplar) -> pb::Exemplar {
 
 /// A count as the integer field when `u64` holds it exactly, else as the float field.
 fn count_to_proto(count: f64) -> (Option<u64>, Option<f64>) {
-    if (0.0..U64_END).contains(&count) && count.fract() == 0.0 {
+    // -0.0 is in range but the integer field would lose its sign.
+    if (0.0..U64_END).contains(&count) && count.fract() == 0.0 && count.is_sign_positive() {
         (Some(count as u64), None)
     } else {
         (None, Some(count))
@@ -259,7 +260,12 @@ fn seconds_to_timestamp(seconds: f64) -> Option<pb::Timestamp> {
 }
 
 fn timestamp_to_seconds(timestamp: pb::Timestamp) -> f64 {
-    timestamp.seconds as f64 + f64::from(timestamp.nanos) / 1e9
+    // The protobuf spec keeps nanos within 0..1e9; a peer may not. Carry
+    // the excess into the seconds first, so that the value is the one
+    // `seconds_to_timestamp` writes back.
+    let seconds = timestamp.seconds.saturating_add(i64::from(timestamp.nanos.div_euclid(1_000_000_000)));
+    let nanos = timestamp.nanos.rem_euclid(1_000_000_000);
+    seconds as f64 + f64::from(nanos) / 1e9
 }
 
 fn series_from_proto(metric: pb::Metric, proto_type: pb::MetricType) -> Result<Series, String> {
