@@ -124,7 +124,15 @@ impl Scraper {
                 }
             }
         };
-        round.await
+        let round = round.await;
+        // A finished round is not joined again; dropping it from the slot
+        // frees every agent's families as soon as the scrapes using them
+        // are done, instead of holding them until the next scrape.
+        let mut slot = self.in_flight.lock();
+        if slot.as_ref().is_some_and(|running| running.round.peek().is_some()) {
+            *slot = None;
+        }
+        round
     }
 }
 

@@ -323,3 +323,51 @@ async fn agents_ping_and_get_pong() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_agent_is_closed_after_three_heartbeats() {
+    let config = Config {
+        heartbeat_interval: std::time::Duration::from_millis(50),
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start(config).await;
+    let (mut agent, welcome) = RawAgent::hello(gateway.agents, "j", "silent", "").await;
+    assert_eq!(welcome.heartbeat_interval_ms, 50);
+    // The agent reads but never answers: the gateway pings, then gives up.
+    let mut pings = 0;
+    while let Some(message) = agent.recv().await {
+        assert!(matches!(message.kind, Some(ServerKind::Ping(_))), "only pings: {message:?}");
+        pings += 1;
+    }
+    assert!(pings >= 2, "the gateway pinged before closing ({pings} pings)");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn rejections_are_counted_on_the_proxy_endpoint() {
+    use std::sync::Arc;
+    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    let self_metrics = tether_gateway::SelfMetrics {
+        recorder,
+        families: Arc::new(move || handle.families()),
+    };
+    let config = Config {
+        agent_tokens: vec!["right".into()],
+        ..Config::loopback()
+    };
+    let gateway = TestGateway::start_with(config, self_metrics).await;
+    for _ in 0..2 {
+        let mut agent = RawAgent::connect(gateway.agents).await;
+        agent.send(Hello::new("wrong", [("job", "j"), ("instance", "i")])).await;
+        expect_reject(&mut agent, RejectReason::BadToken).await;
+    }
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "ok", "right").await;
+    let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let families = parse(&get(gateway.http, "/metrics/proxy", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "tether_agent_rejects_total", &[("reason", "bad_token")]), Some(2.0));
+    assert_eq!(value_of(&families, "tether_agents_connected", &[]), Some(1.0));
+    // The listeners report their sockets too.
+    assert!(value_of(&families, "tether_tcp_sockets_opened_total", &[("listener", "agents")]).is_some_and(|n| n >= 3.0));
+    gateway.stop().await;
+}

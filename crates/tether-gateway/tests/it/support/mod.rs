@@ -41,6 +41,17 @@ impl TestGateway {
             recorder: Arc::new(metrics::NoopRecorder),
             families: Arc::new(Vec::new),
         };
+        TestGateway::start_bound(config, self_metrics).await
+    }
+
+    /// Starts a gateway on loopback port 0 that records into `self_metrics`.
+    pub(crate) async fn start_with(mut config: Config, self_metrics: SelfMetrics) -> TestGateway {
+        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        TestGateway::start_bound(config, self_metrics).await
+    }
+
+    async fn start_bound(config: Config, self_metrics: SelfMetrics) -> TestGateway {
         let gateway = Gateway::bind(config, self_metrics)
             .await
             .expect("gateway binds on loopback");
