@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,9 +33,14 @@ use crate::telemetry::RejectKind;
 pub(crate) const MAX_IDENTITY_LABELS: usize = 16;
 /// Longest identity label value, in bytes.
 pub(crate) const MAX_IDENTITY_VALUE_BYTES: usize = 256;
+/// Smallest read.
+const READ_CHUNK_BYTES: usize = 2 * 1024;
 /// Most scrapes waiting for one agent's answer; older ones beyond it are
 /// abandoned (their scrapes have timed out long since).
 const MAX_PENDING_SCRAPES: usize = 64;
+
+/// Where a scrape's answer goes.
+type ScrapeReply = oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +174,7 @@ where
     }))
     .await?;
 
-    let mut pending: HashMap<u64, oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>> =
+    let mut pending: HashMap<u64, ScrapeReply> =
         HashMap::new();
     let mut next_scrape_id: u64 = 1;
     let mut next_nonce: u64 = 1;
@@ -383,7 +388,7 @@ fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily
         };
         match by_name.get(&family.name) {
             Some(&index) if out[index].metric_type == family.metric_type => {
-                out[index].series.extend(family.series)
+                out[index].series.extend(family.series);
             }
             Some(_) => dropped += family.series.len() as u64,
             None => {
@@ -397,15 +402,16 @@ fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily
         let mut seen = std::collections::HashSet::with_capacity(family.series.len());
         let before = family.series.len();
         family.series.retain(|series| {
-            let mut labels: Vec<(&str, &str)> = series
+            // Label order does not make a series: combine each label's
+            // keyed hash with a commutative sum, with no sort and no
+            // allocation. The random key keeps collisions out of a peer's
+            // reach.
+            let key = series
                 .labels
                 .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()))
-                .collect();
-            labels.sort_unstable();
-            let mut state = hasher.build_hasher();
-            labels.hash(&mut state);
-            seen.insert(state.finish())
+                .map(|l| hasher.hash_one((l.name.as_str(), l.value.as_str())))
+                .fold(0u64, u64::wrapping_add);
+            seen.insert(key)
         });
         dropped += (before - family.series.len()) as u64;
     }
@@ -426,8 +432,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
     fn new(stream: S) -> Self {
         FramedConn {
             stream,
-            read_buf: BytesMut::with_capacity(8 * 1024),
-            write_buf: BytesMut::with_capacity(256),
+            // Empty until the first read: an idle agent holds no buffer.
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
         }
     }
 
@@ -440,8 +447,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
         let mut decoder = FrameDecoder::new(max_frame_bytes);
         loop {
             if let Some(body) = decoder.decode(&mut self.read_buf)? {
+                if self.read_buf.is_empty() {
+                    // Between frames an agent holds no buffer: a large
+                    // answer's allocation goes with its body, and a
+                    // thousand idle agents cost nothing here.
+                    self.read_buf = BytesMut::new();
+                }
                 return Ok(Some(body));
             }
+            // Grow to the frame being read (the header says how long it is),
+            // and never read a few bytes at a time.
+            let wanted = match tether_proto::check(&self.read_buf, max_frame_bytes)? {
+                Some(frame) => frame.total_len().saturating_sub(self.read_buf.len()),
+                None => READ_CHUNK_BYTES,
+            };
+            self.read_buf.reserve(wanted.clamp(READ_CHUNK_BYTES, max_frame_bytes));
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                 return match decoder.decode_eof(&mut self.read_buf)? {
                     Some(body) => Ok(Some(body)),
@@ -491,3 +511,4 @@ mod tests {
         }
     }
 }
+

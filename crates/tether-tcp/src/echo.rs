@@ -1,7 +1,6 @@
 //! `Echo`: the example full-duplex echo handler, a reader and a writer per
 //! socket joined by a queue bounded in bytes.
 
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
@@ -130,6 +129,7 @@ impl Echo {
         shutdown: &CancellationToken,
     ) -> io::Result<u64> {
         let chunk_bytes = self.config.read_chunk_bytes;
+        let chunk_permits = self.read_chunk_permits;
         let mut scratch = vec![0_u8; chunk_bytes];
         let mut n_total: u64 = 0;
         let cancelled = shutdown.cancelled();
@@ -140,7 +140,7 @@ impl Echo {
                 biased;
                 () = &mut cancelled => break,
                 () = &mut writer_gone => break,
-                permit = Arc::clone(budget).acquire_many_owned(self.read_chunk_permits) => match permit {
+                permit = Arc::clone(budget).acquire_many_owned(chunk_permits) => match permit {
                     Ok(permit) => permit,
                     // The budget is never closed.
                     Err(_) => break,
@@ -174,17 +174,11 @@ impl Echo {
 impl Handler for Echo {
     type Error = io::Error;
 
-    fn handle(
-        &self,
-        stream: MeteredStream,
-        conn: Connection,
-    ) -> impl Future<Output = io::Result<()>> + Send {
-        async move {
-            let (reader, writer) = stream.into_split();
-            let n_echoed = self.run(reader, writer, conn.shutdown_token()).await?;
-            debug!(n_echoed, "echo finished");
-            Ok(())
-        }
+    async fn handle(&self, stream: MeteredStream, conn: Connection) -> io::Result<()> {
+        let (reader, writer) = stream.into_split();
+        let n_echoed = self.run(reader, writer, conn.shutdown_token()).await?;
+        debug!(n_echoed, "echo finished");
+        Ok(())
     }
 }
 

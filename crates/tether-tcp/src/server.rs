@@ -68,7 +68,9 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    fn validate(&self) -> Result<(), Error> {
+    /// Checks the limits, as [`Server::new`] does; a binary calls it before
+    /// it binds anything.
+    pub fn validate(&self) -> Result<(), Error> {
         if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
             return Err(Error::InvalidConfig {
                 name: "max_connections",
@@ -234,12 +236,13 @@ impl<H: Handler> Server<H> {
         let handles = Arc::clone(self.metrics.handles());
         let listener_name = Arc::clone(&handles.name);
         let listen_addr = listener.local_addr();
+        let max_connections = self.config.max_connections;
         match &listen_addr {
             Ok(addr) => {
-                info!(listener = %listener_name, %addr, max_connections = self.config.max_connections, "accepting connections");
+                info!(listener = %listener_name, %addr, max_connections, "accepting connections");
             }
             Err(error) => {
-                info!(listener = %listener_name, %error, max_connections = self.config.max_connections, "accepting connections");
+                info!(listener = %listener_name, %error, max_connections, "accepting connections");
             }
         }
         let acceptor = Acceptor {
@@ -282,7 +285,8 @@ struct Acceptor<H> {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     tcp_nodelay: bool,
-    /// Stands in for a socket's local address if `getsockname` fails.
+    /// The listener's address: every socket's local address unless it is
+    /// a wildcard (and the stand-in if `getsockname` fails).
     listen_addr: SocketAddr,
 }
 
@@ -328,7 +332,11 @@ impl<H: Handler> Acceptor<H> {
                     self.start_connection(socket, peer, permit);
                 }
                 Err(error) if peer_gave_up(&error) => {
-                    debug!(listener = %self.handles.name, %error, "peer left before its connection was accepted");
+                    debug!(
+                        listener = %self.handles.name,
+                        %error,
+                        "peer left before its connection was accepted"
+                    );
                 }
                 Err(error) => {
                     drop(permit);
@@ -356,9 +364,22 @@ impl<H: Handler> Acceptor<H> {
 
     fn start_connection(&self, socket: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-        let local = socket.local_addr().unwrap_or(self.listen_addr);
+        // A listener bound to one address accepts only on that address, so
+        // the `getsockname` call is needed only behind a wildcard.
+        let local = if self.listen_addr.ip().is_unspecified() {
+            socket.local_addr().unwrap_or(self.listen_addr)
+        } else {
+            self.listen_addr
+        };
         let fd = raw_fd(&socket);
-        let span = tracing::info_span!("conn", listener = %self.handles.name, conn_id = id, %peer, %local, fd);
+        let span = tracing::info_span!(
+            "conn",
+            listener = %self.handles.name,
+            conn_id = id,
+            %peer,
+            %local,
+            fd
+        );
         if self.tcp_nodelay
             && let Err(error) = socket.set_nodelay(true)
         {
@@ -398,7 +419,8 @@ impl<H: Handler> Acceptor<H> {
         self.tracker.close();
         let listener = &self.handles.name;
         let timeout_ms = shutdown_timeout.as_millis();
-        info!(%listener, n_open = self.tracker.len(), timeout_ms, "stopped accepting; waiting for open connections");
+        let n_open = self.tracker.len();
+        info!(%listener, n_open, timeout_ms, "stopped accepting; waiting for open connections");
         if tokio::time::timeout(shutdown_timeout, self.tracker.wait())
             .await
             .is_ok()
@@ -410,7 +432,12 @@ impl<H: Handler> Acceptor<H> {
             };
         }
         let n_remaining = self.tracker.len();
-        warn!(%listener, n_remaining, timeout_ms, "shutdown deadline passed with connections still open");
+        warn!(
+            %listener,
+            n_remaining,
+            timeout_ms,
+            "shutdown deadline passed with connections still open"
+        );
         Drain {
             complete: false,
             n_remaining,

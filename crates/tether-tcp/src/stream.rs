@@ -3,9 +3,9 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -24,8 +24,9 @@ use crate::telemetry::Handles;
 /// on the wire) or HTTP (`hyper_util::rt::TokioIo::new(stream)`).
 pub struct MeteredStream<S = TcpStream> {
     inner: S,
-    bytes_read: Counter,
-    bytes_written: Counter,
+    /// The listener's handles, shared: one reference count per stream
+    /// rather than one per counter.
+    handles: Arc<Handles>,
 }
 
 impl<S> MeteredStream<S> {
@@ -34,11 +35,10 @@ impl<S> MeteredStream<S> {
         Self::new_with_handles(inner, metrics.handles())
     }
 
-    pub(crate) fn new_with_handles(inner: S, handles: &Handles) -> Self {
+    pub(crate) fn new_with_handles(inner: S, handles: &Arc<Handles>) -> Self {
         Self {
             inner,
-            bytes_read: handles.bytes_read.clone(),
-            bytes_written: handles.bytes_written.clone(),
+            handles: Arc::clone(handles),
         }
     }
 
@@ -67,13 +67,11 @@ impl MeteredStream<TcpStream> {
         let (read_half, write_half) = self.inner.into_split();
         let read = MeteredStream {
             inner: read_half,
-            bytes_read: self.bytes_read.clone(),
-            bytes_written: self.bytes_written.clone(),
+            handles: Arc::clone(&self.handles),
         };
         let write = MeteredStream {
             inner: write_half,
-            bytes_read: self.bytes_read,
-            bytes_written: self.bytes_written,
+            handles: self.handles,
         };
         (read, write)
     }
@@ -91,7 +89,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MeteredStream<S> {
         if let Poll::Ready(Ok(())) = poll {
             let n_read = buf.filled().len().saturating_sub(filled_before);
             if n_read > 0 {
-                this.bytes_read.increment(n_read as u64);
+                this.handles.bytes_read.increment(n_read as u64);
             }
         }
         poll
@@ -139,7 +137,7 @@ impl<S> MeteredStream<S> {
         if let Poll::Ready(Ok(n_written)) = *poll
             && n_written > 0
         {
-            self.bytes_written.increment(n_written as u64);
+            self.handles.bytes_written.increment(n_written as u64);
         }
     }
 }

@@ -41,7 +41,8 @@ pub fn describe(recorder: &dyn Recorder) {
         (
             SOCKETS_CLOSED_TOTAL,
             Unit::Count,
-            "TCP sockets closed, whether the connection ended normally, with an error or by a panic.",
+            "TCP sockets closed, whether the connection ended normally, \
+             with an error or by a panic.",
         ),
         (
             BYTES_READ_TOTAL,
@@ -56,7 +57,8 @@ pub fn describe(recorder: &dyn Recorder) {
         (
             ACCEPT_ERRORS_TOTAL,
             Unit::Count,
-            "Failed accept() calls that made the listener back off, by kind (emfile, enfile, enobufs, enomem, other).",
+            "Failed accept() calls that made the listener back off, \
+             by kind (emfile, enfile, enobufs, enomem, other).",
         ),
         (SOCKETS_ACTIVE, Unit::Count, "TCP sockets open now."),
     ];

@@ -93,6 +93,8 @@ async fn bytes_are_counted_both_ways_including_vectored_writes() {
 
 #[tokio::test]
 async fn a_panicking_handler_still_counts_closed() {
+    let logs = Capture::default();
+    let _default = tracing::subscriber::set_default(logs.subscriber());
     let handler = |_stream: MeteredStream, conn: Connection| async move {
         // Ids start at 1: this always panics, and the closure still has a
         // return type.
@@ -112,6 +114,14 @@ async fn a_panicking_handler_still_counts_closed() {
     assert_eq!(server.counter(SOCKETS_OPENED_TOTAL), 2);
     server.wait_gauge(SOCKETS_ACTIVE, 0.0).await;
     assert!(server.stop().await.complete);
+    let text = logs.text();
+    let n_reported = text
+        .lines()
+        .filter(|line| {
+            line.contains("connection handler panicked") && line.contains("conn{listener=panics")
+        })
+        .count();
+    assert_eq!(n_reported, 2, "{text}");
 }
 
 /// At the cap the server stops accepting; a connection that closes lets the
@@ -124,10 +134,10 @@ async fn the_connection_cap_holds_back_accepts() {
     };
     let server = TestServer::start("capped", config, read_to_close).await;
     let first = TcpStream::connect(server.addr).await.expect("connect 1");
-    let _second = TcpStream::connect(server.addr).await.expect("connect 2");
+    let second = TcpStream::connect(server.addr).await.expect("connect 2");
     // The kernel completes the third handshake (the backlog), the server
     // does not accept it.
-    let _third = TcpStream::connect(server.addr).await.expect("connect 3");
+    let third = TcpStream::connect(server.addr).await.expect("connect 3");
     server.wait_counter(SOCKETS_OPENED_TOTAL, 2).await;
     // Nothing changes while both slots are taken: check it over many polls.
     let mut polls = 0;
@@ -145,6 +155,8 @@ async fn the_connection_cap_holds_back_accepts() {
     server.wait_counter(SOCKETS_OPENED_TOTAL, 3).await;
     server.wait_counter(SOCKETS_CLOSED_TOTAL, 1).await;
     assert_eq!(server.gauge(SOCKETS_ACTIVE), 2.0);
+    drop((second, third));
+    assert!(server.stop().await.complete);
 }
 
 /// Shutdown stops accepting at once, tells open connections through their
@@ -212,12 +224,7 @@ async fn shutdown_gives_up_at_its_deadline() {
 #[tokio::test]
 async fn connection_logs_carry_the_span_fields() {
     let logs = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _default = tracing::subscriber::set_default(logs.subscriber());
 
     let handler = |stream: MeteredStream, conn: Connection| async move {
         assert_eq!(conn.info().peer, stream.get_ref().peer_addr()?);
@@ -258,6 +265,16 @@ async fn connection_logs_carry_the_span_fields() {
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
+    /// A text subscriber at info level writing here, to install for the
+    /// current thread (so the test's runtime must be current-thread).
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish()
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }

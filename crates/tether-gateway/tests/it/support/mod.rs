@@ -190,7 +190,7 @@ impl RawAgent {
                         .await;
                     }
                     Some(ServerKind::Ping(ping)) => {
-                        self.send(tether_proto::Pong { nonce: ping.nonce }).await
+                        self.send(tether_proto::Pong { nonce: ping.nonce }).await;
                     }
                     _ => {}
                 }
