@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The gateway's scrape path decodes and frees millions of small objects per
+/// scrape; mimalloc does that at about half the cost of the system
+/// allocator and returns memory to the system more readily.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tether gets metrics out of processes that Prometheus cannot scrape.
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about, long_about = None)]
