@@ -20,8 +20,7 @@ use crate::stream::{
     self, DEFAULT_MAX_STREAM_CLIENTS, DEFAULT_STREAM_CLIENT_BUFFER_BYTES,
     DEFAULT_STREAM_CLIENT_BUFFER_MESSAGES, DEFAULT_STREAM_CLIENT_WRITE_TIMEOUT_MS,
     DEFAULT_STREAM_FLUSH_INTERVAL_MS, DEFAULT_STREAM_HISTOGRAM_BUFFER_SAMPLES,
-    DEFAULT_STREAM_SHUTDOWN_TIMEOUT_MS, MIN_STREAM_CLIENT_BUFFER_BYTES, StreamConfig,
-    StreamShared,
+    DEFAULT_STREAM_SHUTDOWN_TIMEOUT_MS, MIN_STREAM_CLIENT_BUFFER_BYTES, StreamConfig, StreamShared,
 };
 
 /// Prometheus' default histogram buckets, the same as every official client's.
@@ -113,7 +112,11 @@ impl ExporterBuilder {
     /// # Errors
     ///
     /// As [`set_buckets`](Self::set_buckets).
-    pub fn set_buckets_for_metric(mut self, matcher: Matcher, bounds: &[f64]) -> Result<Self, Error> {
+    pub fn set_buckets_for_metric(
+        mut self,
+        matcher: Matcher,
+        bounds: &[f64],
+    ) -> Result<Self, Error> {
         check_buckets(bounds)?;
         self.bucket_overrides
             .push((matcher.sanitized(), bounds.to_vec()));
@@ -220,8 +223,8 @@ impl ExporterBuilder {
                 let shared = Arc::clone(&stream.shared);
                 let shutdown = inner.shutdown.clone();
                 Box::pin(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).map_err(Error::StreamListener)?;
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(Error::StreamListener)?;
                     stream::run(listener, index, gate, shared, shutdown).await;
                     Ok(())
                 })
@@ -313,7 +316,11 @@ impl ExporterBuilder {
             1,
         )?;
         let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        at_least("stream_flush_interval", millis(self.stream_flush_interval), 1)?;
+        at_least(
+            "stream_flush_interval",
+            millis(self.stream_flush_interval),
+            1,
+        )?;
         at_least(
             "stream_client_write_timeout",
             millis(self.stream_client_write_timeout),
@@ -350,9 +357,9 @@ impl ExporterBuilder {
             buckets,
             gate: Arc::clone(&gate),
         };
-        let shutdown = self.shutdown.map_or_else(CancellationToken::new, |token| {
-            token.child_token()
-        });
+        let shutdown = self
+            .shutdown
+            .map_or_else(CancellationToken::new, |token| token.child_token());
         Arc::new(Inner {
             registry: Registry::new(storage),
             index,
@@ -402,13 +409,18 @@ mod tests {
             (&[f64::NAN][..], 0),
             (&[1.0, f64::INFINITY][..], 1),
         ] {
-            let result = ExporterBuilder::new().set_buckets_for_metric(Matcher::Full("x".into()), bounds);
+            let result =
+                ExporterBuilder::new().set_buckets_for_metric(Matcher::Full("x".into()), bounds);
             assert!(
                 matches!(result, Err(Error::InvalidBucket { index, .. }) if index == bad),
                 "{bounds:?}"
             );
         }
-        assert!(ExporterBuilder::new().set_buckets(&[-1.0, 0.0, 1.0]).is_ok());
+        assert!(
+            ExporterBuilder::new()
+                .set_buckets(&[-1.0, 0.0, 1.0])
+                .is_ok()
+        );
     }
 
     #[test]

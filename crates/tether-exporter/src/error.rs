@@ -34,7 +34,9 @@ pub enum Error {
     },
 
     /// The stream listener could not be bound.
-    #[error("cannot listen for stream clients on {addr}: {source}; choose another address or free the port")]
+    #[error(
+        "cannot listen for stream clients on {addr}: {source}; choose another address or free the port"
+    )]
     BindStream {
         /// The address asked for.
         addr: SocketAddr,

@@ -30,10 +30,12 @@
 //! Recording through a handle touches only atomics: a counter increment
 //! is one `fetch_add`, a gauge set one `store`, a histogram sample one
 //! bucket `fetch_add`, one compare-and-swap on the sum and, while a stream
-//! client is attached, one push into a bounded lock-free buffer. Nothing on
+//! client is attached, one `fetch_add` and one compare-and-swap into a
+//! bounded lock-free buffer (only the `fetch_add` once it is full). Nothing on
 //! that path allocates, locks, blocks or does IO. `BENCHMARKS.md` at the
 //! root of the workspace has the figures.
 
+mod agent;
 mod builder;
 mod cells;
 mod error;
@@ -41,9 +43,14 @@ mod handle;
 mod matcher;
 mod recorder;
 mod registry;
+mod samples;
 mod sanitize;
 mod stream;
 
+pub use agent::{
+    Agent, AgentBuilder, AgentError, AgentState, AgentTls, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FIRST_BACKOFF, DEFAULT_MAX_BACKOFF, FamiliesSource,
+};
 pub use builder::{DEFAULT_BUCKETS, ExporterBuilder, ExporterFuture};
 pub use error::Error;
 pub use handle::ExporterHandle;

@@ -64,7 +64,11 @@ mod tests {
     fn matchers_match_sanitized_names() {
         let table = [
             (Matcher::Full("http.latency".into()), "http_latency", true),
-            (Matcher::Full("http.latency".into()), "http_latency_x", false),
+            (
+                Matcher::Full("http.latency".into()),
+                "http_latency_x",
+                false,
+            ),
             (Matcher::Prefix("http.".into()), "http_latency", true),
             (Matcher::Prefix("rpc".into()), "http_latency", false),
             (Matcher::Suffix(".seconds".into()), "db_query_seconds", true),

@@ -220,10 +220,12 @@ impl Index {
             let labels = &series.info().labels;
             let hash = labels_hash(labels);
             let same = family.by_labels.entry(hash).or_default();
-            if same
-                .iter()
-                .any(|&i| family.series.get(i).is_some_and(|s| s.info().labels == *labels))
-            {
+            if same.iter().any(|&i| {
+                family
+                    .series
+                    .get(i)
+                    .is_some_and(|s| s.info().labels == *labels)
+            }) {
                 warn!(metric = %raw_name, family = %name, "metric left out of the exposition: its sanitized name and labels equal another series'");
                 return;
             }
@@ -389,14 +391,14 @@ impl Storage<Key> for TetherStorage {
             key: key.clone(),
             labels: sanitize::labels(key, false),
         }));
-        self.index.write().insert(SeriesRef::Gauge(Arc::clone(&cell)));
+        self.index
+            .write()
+            .insert(SeriesRef::Gauge(Arc::clone(&cell)));
         cell
     }
 
     fn histogram(&self, key: &Key) -> Self::Histogram {
-        let bounds = self
-            .buckets
-            .for_name(&sanitize::metric_name(key.name()));
+        let bounds = self.buckets.for_name(&sanitize::metric_name(key.name()));
         let cell = Arc::new(HistogramCell::new(
             SeriesInfo {
                 key: key.clone(),
@@ -493,7 +495,12 @@ mod tests {
     #[test]
     fn descriptions_reach_families_given_before_or_after() {
         let mut index = Index::new(&[]);
-        index.describe(Kind::Counter, "early.total", Some(Unit::Bytes), "Early help.");
+        index.describe(
+            Kind::Counter,
+            "early.total",
+            Some(Unit::Bytes),
+            "Early help.",
+        );
         index.insert(counter("early.total", &[]));
         index.insert(gauge("late"));
         index.describe(Kind::Gauge, "late", None, "Late help.");

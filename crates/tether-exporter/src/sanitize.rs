@@ -124,11 +124,11 @@ mod tests {
             .iter()
             .map(|l| (l.name.as_str(), l.value.as_str()))
             .collect();
-        assert_eq!(
-            pairs,
-            [("a_b", "second"), ("exported_le", "x"), ("z", "1")]
+        assert_eq!(pairs, [("a_b", "second"), ("exported_le", "x"), ("z", "1")]);
+        let plain = super::labels(
+            &Key::from_parts("m", vec![metrics::Label::new("le", "x")]),
+            false,
         );
-        let plain = super::labels(&Key::from_parts("m", vec![metrics::Label::new("le", "x")]), false);
         assert_eq!(plain[0].name, "le");
     }
 }

@@ -17,8 +17,8 @@
 //! is sent a snapshot again; a new client gets a snapshot of that same
 //! record, after the round that brought it up to date.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use tokio::time::MissedTickBehavior;
@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cells::StreamGate;
 use crate::registry::{SeriesRef, SharedIndex};
+use crate::stream::StreamShared;
 use crate::stream::encode::{
     EncodedSeries, EncodedTimestamp, Op, put_metadata_event, put_metric_event,
 };
 use crate::stream::queue::{Chunk, ClientQueue, QueueLimits};
-use crate::stream::StreamShared;
 
 /// The most events in one chunk, so that a slow client loses updates in
 /// small pieces rather than whole flushes.
@@ -190,10 +190,8 @@ impl Flusher {
                 self.shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        for i in 0..self.clients.len() {
-            self.send_snapshot(i, timestamp, limits);
-        }
-
+        // Sampling starts before any snapshot goes out, so that a sample
+        // recorded after a client has seen its snapshot is streamed to it.
         let active = !self.clients.is_empty();
         if active && !self.gate.active.load(Ordering::Relaxed) {
             for series in &self.series {
@@ -203,6 +201,9 @@ impl Flusher {
             }
         }
         self.gate.active.store(active, Ordering::Relaxed);
+        for i in 0..self.clients.len() {
+            self.send_snapshot(i, timestamp, limits);
+        }
     }
 
     /// Brings the flusher's record up to date and, when `broadcast`,
@@ -228,7 +229,8 @@ impl Flusher {
                 for description in index.descriptions() {
                     if description.version > self.descriptions_seen && broadcast {
                         // Metadata is small; the bound only has to be generous.
-                        let buf = updates.reserve_event(description.name.len() + description.help.len() + 64);
+                        let buf = updates
+                            .reserve_event(description.name.len() + description.help.len() + 64);
                         put_metadata_event(buf, description);
                         updates.events += 1;
                     }
@@ -320,7 +322,8 @@ impl Flusher {
             let index = self.index.read();
             let descriptions = index.descriptions();
             while let Some(description) = descriptions.get(cursor.description) {
-                let buf = builder.reserve_event(description.name.len() + description.help.len() + 64);
+                let buf =
+                    builder.reserve_event(description.name.len() + description.help.len() + 64);
                 let mark = buf.len();
                 let len = put_metadata_event(buf, description);
                 match fits(len, &self.shared.stats) {
@@ -341,7 +344,9 @@ impl Flusher {
             };
             let op = match &series.series {
                 SeriesRef::Counter(_) if series.sent => Some(Op::SetCounter(series.last)),
-                SeriesRef::Gauge(_) if series.sent => Some(Op::SetGauge(f64::from_bits(series.last))),
+                SeriesRef::Gauge(_) if series.sent => {
+                    Some(Op::SetGauge(f64::from_bits(series.last)))
+                }
                 _ => None,
             };
             if let Some(op) = op {
@@ -468,10 +473,12 @@ mod tests {
         let histogram = fx.storage.histogram(&Key::from_name("latency"));
         counter.increment(5);
         gauge.set(1.5);
-        fx.storage
-            .index
-            .write()
-            .describe(Kind::Counter, "requests", Some(Unit::Count), "Requests.");
+        fx.storage.index.write().describe(
+            Kind::Counter,
+            "requests",
+            Some(Unit::Count),
+            "Requests.",
+        );
         fx.round();
         let client = fx.connect();
         fx.round();

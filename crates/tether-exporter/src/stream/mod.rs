@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 pub(crate) use self::flusher::Flusher;
 pub(crate) use self::queue::{ClientQueue, QueueLimits};
 pub(crate) use self::server::run;
-pub(crate) use self::stats::{RESERVED as RESERVED_NAMES, Stats};
 pub use self::stats::StreamStats;
+pub(crate) use self::stats::{RESERVED as RESERVED_NAMES, Stats};
 
 /// Where the stream listens unless told otherwise: loopback only, unlike
 /// `metrics-exporter-tcp`'s `0.0.0.0:5000`, since the stream has no

@@ -87,8 +87,7 @@ impl ClientQueue {
             if state.writer_gone {
                 return;
             }
-            if chunk.events > self.limits.max_events || chunk.bytes.len() > self.limits.max_bytes
-            {
+            if chunk.events > self.limits.max_events || chunk.bytes.len() > self.limits.max_bytes {
                 dropped += chunk.events;
             } else {
                 while state.events + chunk.events > self.limits.max_events

@@ -13,8 +13,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,9 +45,7 @@ pub(crate) async fn run(
     let tracker = TaskTracker::new();
     // Cancelled when the shutdown deadline passes: writers stop at once.
     let abort = CancellationToken::new();
-    tracker.spawn(
-        Flusher::new(index, gate, Arc::clone(&shared)).run(shutdown.clone()),
-    );
+    tracker.spawn(Flusher::new(index, gate, Arc::clone(&shared)).run(shutdown.clone()));
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut backoff = ACCEPT_BACKOFF_INITIAL;
     loop {
@@ -83,7 +81,10 @@ pub(crate) async fn run(
         if !shared.add_client(Arc::clone(&queue)) {
             break;
         }
-        shared.stats.clients_accepted.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
         shared.stats.clients.fetch_add(1, Ordering::Relaxed);
         debug!(peer = %peer, "stream client connected");
         let client = Client {

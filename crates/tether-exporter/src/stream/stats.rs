@@ -93,10 +93,15 @@ impl Stats {
         }
     }
 
-    /// Appends the families of `stats` to `out`, in name order.
+    /// Appends the families of `stats` to `out`.
     pub(crate) fn families_into(stats: &StreamStats, out: &mut Vec<MetricFamily>) {
         let counter = |name: &str, help: &str, value: u64| {
-            family(name, MetricType::Counter, help, vec![counter_series(&[], value)])
+            family(
+                name,
+                MetricType::Counter,
+                help,
+                vec![counter_series(&[], value)],
+            )
         };
         out.push(family(
             CLIENTS,

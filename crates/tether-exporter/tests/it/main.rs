@@ -1,0 +1,7 @@
+//! The integration tests of tether-exporter: one binary, one module per area.
+
+mod install;
+mod protoc;
+mod recorder;
+mod stream;
+mod support;
