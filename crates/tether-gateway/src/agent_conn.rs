@@ -174,8 +174,7 @@ where
     }))
     .await?;
 
-    let mut pending: HashMap<u64, ScrapeReply> =
-        HashMap::new();
+    let mut pending: HashMap<u64, ScrapeReply> = HashMap::new();
     let mut next_scrape_id: u64 = 1;
     let mut next_nonce: u64 = 1;
     let mut last_heard = Instant::now();
@@ -461,7 +460,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
                 Some(frame) => frame.total_len().saturating_sub(self.read_buf.len()),
                 None => READ_CHUNK_BYTES,
             };
-            self.read_buf.reserve(wanted.clamp(READ_CHUNK_BYTES, max_frame_bytes));
+            self.read_buf
+                .reserve(wanted.clamp(READ_CHUNK_BYTES, max_frame_bytes));
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                 return match decoder.decode_eof(&mut self.read_buf)? {
                     Some(body) => Ok(Some(body)),
@@ -511,4 +511,3 @@ mod tests {
         }
     }
 }
-

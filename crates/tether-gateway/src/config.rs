@@ -269,9 +269,9 @@ impl Config {
         }
         let stream_sources = raw.stream_source.unwrap_or_default();
         for source in &stream_sources {
-            let valid = source
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+            let valid = source.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
             if !valid {
                 return Err(ConfigError::Invalid {
                     key: "stream_source",

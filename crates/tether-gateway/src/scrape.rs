@@ -129,7 +129,10 @@ impl Scraper {
         // frees every agent's families as soon as the scrapes using them
         // are done, instead of holding them until the next scrape.
         let mut slot = self.in_flight.lock();
-        if slot.as_ref().is_some_and(|running| running.round.peek().is_some()) {
+        if slot
+            .as_ref()
+            .is_some_and(|running| running.round.peek().is_some())
+        {
             *slot = None;
         }
         round

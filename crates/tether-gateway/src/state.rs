@@ -40,7 +40,11 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub(crate) fn new(config: Config, telemetry: Telemetry, self_families: SelfFamilies) -> Shared {
         let registry = Arc::new(Registry::default());
-        let stream_sources = config.stream_sources.iter().map(|a| Arc::new(StreamSource::new(a.clone()))).collect();
+        let stream_sources = config
+            .stream_sources
+            .iter()
+            .map(|a| Arc::new(StreamSource::new(a.clone())))
+            .collect();
         Shared {
             stream_sources,
             config,

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tether_model::{Bucket, Counter, Histogram, Label, MetricFamily, MetricType, Series, TargetLabels, Value};
+use tether_model::{
+    Bucket, Counter, Histogram, Label, MetricFamily, MetricType, Series, TargetLabels, Value,
+};
 use tether_proto::{EventKind, EventMetricType, FrameDecoder, Operation, decode_event};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -32,7 +34,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest reconnection delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Buckets for histograms folded from raw samples: Prometheus' defaults.
-const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Debug, Clone, Default)]
 struct Meta {
@@ -45,7 +49,11 @@ struct Meta {
 enum Folded {
     Counter(u64),
     Gauge(f64),
-    Histogram { buckets: [u64; BUCKETS.len()], count: u64, sum: f64 },
+    Histogram {
+        buckets: [u64; BUCKETS.len()],
+        count: u64,
+        sum: f64,
+    },
 }
 
 /// What one source has sent, folded.
@@ -86,7 +94,9 @@ impl SourceState {
                     }
                     None => {
                         let initial = match operation {
-                            Operation::IncrementCounter(_) | Operation::SetCounter(_) => Folded::Counter(0),
+                            Operation::IncrementCounter(_) | Operation::SetCounter(_) => {
+                                Folded::Counter(0)
+                            }
                             Operation::RecordHistogram(_) => Folded::Histogram {
                                 buckets: [0; BUCKETS.len()],
                                 count: 0,
@@ -98,12 +108,21 @@ impl SourceState {
                     }
                 };
                 match (entry, operation) {
-                    (Folded::Counter(total), Operation::IncrementCounter(n)) => *total = total.saturating_add(n),
+                    (Folded::Counter(total), Operation::IncrementCounter(n)) => {
+                        *total = total.saturating_add(n)
+                    }
                     (Folded::Counter(total), Operation::SetCounter(n)) => *total = n,
                     (Folded::Gauge(value), Operation::IncrementGauge(d)) => *value += d,
                     (Folded::Gauge(value), Operation::DecrementGauge(d)) => *value -= d,
                     (Folded::Gauge(value), Operation::SetGauge(v)) => *value = v,
-                    (Folded::Histogram { buckets, count, sum }, Operation::RecordHistogram(v)) => {
+                    (
+                        Folded::Histogram {
+                            buckets,
+                            count,
+                            sum,
+                        },
+                        Operation::RecordHistogram(v),
+                    ) => {
                         for (bound, bucket) in BUCKETS.iter().zip(buckets.iter_mut()) {
                             if v <= *bound {
                                 *bucket += 1;
@@ -150,7 +169,10 @@ impl SourceState {
                     series_labels.push(Label::new(label_name, value.clone()));
                 }
             }
-            #[allow(clippy::cast_precision_loss, reason = "counts beyond 2^53 lose precision, as in any Prometheus exposition")]
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "counts beyond 2^53 lose precision, as in any Prometheus exposition"
+            )]
             let value = match folded {
                 Folded::Counter(total) => Value::Counter(Counter {
                     total: *total as f64,
@@ -158,7 +180,11 @@ impl SourceState {
                     exemplar: None,
                 }),
                 Folded::Gauge(value) => Value::Single(*value),
-                Folded::Histogram { buckets, count, sum } => Value::Histogram(Histogram {
+                Folded::Histogram {
+                    buckets,
+                    count,
+                    sum,
+                } => Value::Histogram(Histogram {
                     buckets: BUCKETS
                         .iter()
                         .zip(buckets)
@@ -196,7 +222,13 @@ impl SourceState {
 fn sanitize_metric_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -208,7 +240,13 @@ fn sanitize_metric_name(name: &str) -> String {
 fn sanitize_label_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -268,7 +306,9 @@ impl StreamSource {
             };
             self.state.lock().connected = false;
             attempt = attempt.saturating_add(1);
-            let delay = FIRST_BACKOFF.saturating_mul(1 << attempt.min(10).saturating_sub(1)).min(MAX_BACKOFF);
+            let delay = FIRST_BACKOFF
+                .saturating_mul(1 << attempt.min(10).saturating_sub(1))
+                .min(MAX_BACKOFF);
             tracing::debug!(source = %self.address, %reason, ?delay, "stream source disconnected");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -320,7 +360,9 @@ impl StreamSource {
 /// `tether_stream_dropped_events_total{instance}` for every source.
 pub(crate) fn source_families(sources: &[(bool, &StreamSource)]) -> [MetricFamily; 2] {
     let mut up = MetricFamily::new("tether_stream_up", MetricType::Gauge);
-    up.help = Some("Whether the gateway is connected to the metric event stream (1) or not (0).".to_owned());
+    up.help = Some(
+        "Whether the gateway is connected to the metric event stream (1) or not (0).".to_owned(),
+    );
     let mut dropped = MetricFamily::new("tether_stream_dropped_events_total", MetricType::Counter);
     dropped.help = Some(format!(
         "Events of the stream left out: series past the cap of {MAX_SERIES_PER_SOURCE} per source, or operations that changed a metric's type."
@@ -355,7 +397,10 @@ mod tests {
         EventKind::Metric(EventMetric {
             name: name.to_owned(),
             timestamp: None,
-            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             operation: Some(operation),
         })
     }
@@ -369,8 +414,16 @@ mod tests {
             unit: Some("count".into()),
             description: Some("Requests.".into()),
         }));
-        state.apply(metric("http.requests", &[("code", "200")], Operation::IncrementCounter(3)));
-        state.apply(metric("http.requests", &[("code", "200")], Operation::IncrementCounter(4)));
+        state.apply(metric(
+            "http.requests",
+            &[("code", "200")],
+            Operation::IncrementCounter(3),
+        ));
+        state.apply(metric(
+            "http.requests",
+            &[("code", "200")],
+            Operation::IncrementCounter(4),
+        ));
         state.apply(metric("queue", &[], Operation::SetGauge(5.0)));
         state.apply(metric("queue", &[], Operation::DecrementGauge(2.0)));
         state.apply(metric("latency", &[], Operation::RecordHistogram(0.3)));
@@ -384,14 +437,25 @@ mod tests {
         assert_eq!(families[0].help.as_deref(), Some("Requests."));
         assert_eq!(
             families[0].series[0].value,
-            Value::Counter(Counter { total: 7.0, created: None, exemplar: None })
+            Value::Counter(Counter {
+                total: 7.0,
+                created: None,
+                exemplar: None
+            })
         );
         assert_eq!(families[2].series[0].value, Value::Single(3.0));
         let Value::Histogram(histogram) = &families[1].series[0].value else {
             panic!("latency is a histogram");
         };
         assert_eq!(histogram.count, Some(2.0));
-        assert_eq!(histogram.buckets.iter().find(|b| b.upper_bound == 0.5).map(|b| b.count), Some(1.0));
+        assert_eq!(
+            histogram
+                .buckets
+                .iter()
+                .find(|b| b.upper_bound == 0.5)
+                .map(|b| b.count),
+            Some(1.0)
+        );
         assert_eq!(histogram.buckets.last().map(|b| b.count), Some(2.0));
         // The folded output is a valid exposition.
         let mut out = Vec::new();
@@ -406,10 +470,18 @@ mod tests {
         state.apply(metric("c", &[], Operation::SetCounter(4)));
         assert_eq!(
             state.families()[0].series[0].value,
-            Value::Counter(Counter { total: 4.0, created: None, exemplar: None })
+            Value::Counter(Counter {
+                total: 4.0,
+                created: None,
+                exemplar: None
+            })
         );
         for i in 0..MAX_SERIES_PER_SOURCE + 10 {
-            state.apply(metric("g", &[("i", &i.to_string())], Operation::SetGauge(1.0)));
+            state.apply(metric(
+                "g",
+                &[("i", &i.to_string())],
+                Operation::SetGauge(1.0),
+            ));
         }
         assert_eq!(state.series.len(), MAX_SERIES_PER_SOURCE);
         assert_eq!(state.dropped_events, 11);
@@ -417,7 +489,10 @@ mod tests {
 
     #[test]
     fn names_are_sanitized() {
-        assert_eq!(sanitize_metric_name("http.server-requests"), "http_server_requests");
+        assert_eq!(
+            sanitize_metric_name("http.server-requests"),
+            "http_server_requests"
+        );
         assert_eq!(sanitize_metric_name("9lives"), "_9lives");
         assert_eq!(sanitize_label_name("__reserved"), "reserved");
         assert_eq!(sanitize_label_name("a.b"), "a_b");

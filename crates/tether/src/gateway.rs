@@ -94,7 +94,12 @@ pub(crate) struct GatewayArgs {
     shutdown_timeout_ms: Option<u64>,
 
     /// A metric event stream to read (metrics-exporter-tcp or tether's exporter; repeatable).
-    #[arg(long, env = "TETHER_STREAM_SOURCE", value_name = "HOST:PORT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TETHER_STREAM_SOURCE",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     stream_source: Option<Vec<String>>,
 }
 

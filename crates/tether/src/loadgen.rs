@@ -83,10 +83,15 @@ pub(crate) fn run(args: &LoadgenArgs) -> ExitCode {
         crate::setup::report_error(&format!("tether loadgen: {message}"));
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
-            crate::setup::report_error(&format!("tether loadgen: cannot start the runtime: {error}"));
+            crate::setup::report_error(&format!(
+                "tether loadgen: cannot start the runtime: {error}"
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -97,7 +102,11 @@ pub(crate) fn run(args: &LoadgenArgs) -> ExitCode {
     } else {
         writeln!(stdout, "{}", summary.text())
     };
-    if summary.connected == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if summary.connected == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn validate(args: &AgentsArgs) -> Result<(), String> {
@@ -108,11 +117,17 @@ fn validate(args: &AgentsArgs) -> Result<(), String> {
         return Err(format!("--series must be at most {MAX_SERIES_PER_AGENT}"));
     }
     if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
-        return Err(format!("--duration-secs must be between 1 and {MAX_DURATION_SECS}"));
+        return Err(format!(
+            "--duration-secs must be between 1 and {MAX_DURATION_SECS}"
+        ));
     }
     let mut targets = vec![args.gateway.clone()];
     if let Some(url) = &args.scrape_url {
-        targets.push(url_authority(url).ok_or_else(|| format!("{url} is not http://HOST:PORT/path"))?.to_owned());
+        targets.push(
+            url_authority(url)
+                .ok_or_else(|| format!("{url} is not http://HOST:PORT/path"))?
+                .to_owned(),
+        );
     }
     for target in targets {
         let addrs: Vec<SocketAddr> = target
@@ -120,7 +135,9 @@ fn validate(args: &AgentsArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot resolve {target}: {e}"))?
             .collect();
         if !args.allow_remote && addrs.iter().any(|a| !a.ip().is_loopback()) {
-            return Err(format!("{target} is not a loopback address: pass --allow-remote to load another machine"));
+            return Err(format!(
+                "{target} is not a loopback address: pass --allow-remote to load another machine"
+            ));
         }
     }
     Ok(())
@@ -142,7 +159,8 @@ fn encode_families(agent: usize, n_series: usize, round: u64) -> Bytes {
     let n_families = n_series.div_ceil(SERIES_PER_FAMILY);
     let mut families = Vec::with_capacity(n_families);
     for f in 0..n_families {
-        let mut family = MetricFamily::new(format!("loadgen_requests_{f}_total"), MetricType::Counter);
+        let mut family =
+            MetricFamily::new(format!("loadgen_requests_{f}_total"), MetricType::Counter);
         family.help = Some("Requests of a simulated agent.".to_owned());
         let in_family = SERIES_PER_FAMILY.min(n_series - f * SERIES_PER_FAMILY);
         for s in 0..in_family {
@@ -202,7 +220,9 @@ async fn agents(args: &AgentsArgs) -> Summary {
         let n_series = args.series;
         let update = Duration::from_millis(args.update_interval_ms.max(100));
         tasks.spawn(async move {
-            if let Err(error) = simulate(agent, &gateway, &token, n_series, update, deadline, &tally).await {
+            if let Err(error) =
+                simulate(agent, &gateway, &token, n_series, update, deadline, &tally).await
+            {
                 tally.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(agent, %error, "simulated agent failed");
             }
@@ -253,7 +273,9 @@ async fn simulate(
     deadline: Instant,
     tally: &Tally,
 ) -> Result<(), String> {
-    let mut stream = TcpStream::connect(gateway).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(gateway)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let instance = format!("agent-{agent}");
     let hello = Hello::new(token, [("job", "loadgen"), ("instance", instance.as_str())]);
@@ -271,7 +293,9 @@ async fn simulate(
     let result = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            let goodbye = tether_proto::encode_to_vec(&ClientMessage::from(Goodbye { reason: "load test over".to_owned() }));
+            let goodbye = tether_proto::encode_to_vec(&ClientMessage::from(Goodbye {
+                reason: "load test over".to_owned(),
+            }));
             let _ = stream.write_all(&goodbye).await;
             break Ok(());
         }
@@ -306,13 +330,22 @@ async fn simulate(
                     next_update = Instant::now() + update;
                 }
                 answer_frame(request.id, &families, &mut frame);
-                stream.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
+                stream
+                    .write_all(&frame)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
                 tally.scrapes_answered.fetch_add(1, Ordering::Relaxed);
-                tally.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                tally
+                    .bytes_sent
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
             }
             Some(ServerKind::Ping(ping)) => {
-                let pong = tether_proto::encode_to_vec(&ClientMessage::from(Pong { nonce: ping.nonce }));
-                stream.write_all(&pong).await.map_err(|e| format!("write: {e}"))?;
+                let pong =
+                    tether_proto::encode_to_vec(&ClientMessage::from(Pong { nonce: ping.nonce }));
+                stream
+                    .write_all(&pong)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
             }
             _ => {}
         }
@@ -336,7 +369,10 @@ async fn scrape_loop(url: String, interval: Duration, deadline: Instant) -> Vec<
     let Some(authority) = url_authority(&url).map(str::to_owned) else {
         return samples;
     };
-    let path = url.strip_prefix("http://").and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())).unwrap_or_else(|| "/metrics".to_owned());
+    let path = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned()))
+        .unwrap_or_else(|| "/metrics".to_owned());
     let mut ticks = tokio::time::interval(interval);
     loop {
         ticks.tick().await;
@@ -366,14 +402,25 @@ fn url_authority(url: &str) -> Option<&str> {
 /// A plain HTTP/1.1 GET with `Connection: close`, as Prometheus would send
 /// it (with its scrape timeout header), returning the body.
 async fn http_get(authority: &str, path: &str) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/plain;version=0.0.4\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header block")?;
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header block")?;
     Ok(raw.split_off(split + 4))
 }
 
@@ -392,7 +439,12 @@ struct Summary {
 }
 
 impl Summary {
-    fn new(args: &AgentsArgs, tally: &Tally, elapsed: Duration, scrapes: Vec<ScrapeSample>) -> Summary {
+    fn new(
+        args: &AgentsArgs,
+        tally: &Tally,
+        elapsed: Duration,
+        scrapes: Vec<ScrapeSample>,
+    ) -> Summary {
         Summary {
             agents: args.agents,
             series_per_agent: args.series,
@@ -412,7 +464,12 @@ impl Summary {
         if seconds.is_empty() {
             return f64::NAN;
         }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index into a short list")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a short list"
+        )]
         let index = ((seconds.len() - 1) as f64 * q).round() as usize;
         seconds[index]
     }
@@ -466,7 +523,11 @@ impl Summary {
 }
 
 fn json_number(value: f64) -> String {
-    if value.is_finite() { format!("{value:.6}") } else { "null".to_owned() }
+    if value.is_finite() {
+        format!("{value:.6}")
+    } else {
+        "null".to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -491,7 +552,12 @@ mod tests {
         let series: usize = response
             .families
             .into_iter()
-            .map(|f| tether_model::from_proto(f).expect("valid family").series.len())
+            .map(|f| {
+                tether_model::from_proto(f)
+                    .expect("valid family")
+                    .series
+                    .len()
+            })
             .sum();
         assert_eq!(series, 250);
     }

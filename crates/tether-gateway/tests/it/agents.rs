@@ -336,10 +336,16 @@ async fn a_silent_agent_is_closed_after_three_heartbeats() {
     // The agent reads but never answers: the gateway pings, then gives up.
     let mut pings = 0;
     while let Some(message) = agent.recv().await {
-        assert!(matches!(message.kind, Some(ServerKind::Ping(_))), "only pings: {message:?}");
+        assert!(
+            matches!(message.kind, Some(ServerKind::Ping(_))),
+            "only pings: {message:?}"
+        );
         pings += 1;
     }
-    assert!(pings >= 2, "the gateway pinged before closing ({pings} pings)");
+    assert!(
+        pings >= 2,
+        "the gateway pinged before closing ({pings} pings)"
+    );
     gateway.stop().await;
 }
 
@@ -359,15 +365,38 @@ async fn rejections_are_counted_on_the_proxy_endpoint() {
     let gateway = TestGateway::start_with(config, self_metrics).await;
     for _ in 0..2 {
         let mut agent = RawAgent::connect(gateway.agents).await;
-        agent.send(Hello::new("wrong", [("job", "j"), ("instance", "i")])).await;
+        agent
+            .send(Hello::new("wrong", [("job", "j"), ("instance", "i")]))
+            .await;
         expect_reject(&mut agent, RejectReason::BadToken).await;
     }
     let (agent, _) = RawAgent::hello(gateway.agents, "j", "ok", "right").await;
     let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
-    let families = parse(&get(gateway.http, "/metrics/proxy", &[]).await.body, Format::Text).expect("valid output");
-    assert_eq!(value_of(&families, "tether_agent_rejects_total", &[("reason", "bad_token")]), Some(2.0));
-    assert_eq!(value_of(&families, "tether_agents_connected", &[]), Some(1.0));
+    let families = parse(
+        &get(gateway.http, "/metrics/proxy", &[]).await.body,
+        Format::Text,
+    )
+    .expect("valid output");
+    assert_eq!(
+        value_of(
+            &families,
+            "tether_agent_rejects_total",
+            &[("reason", "bad_token")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value_of(&families, "tether_agents_connected", &[]),
+        Some(1.0)
+    );
     // The listeners report their sockets too.
-    assert!(value_of(&families, "tether_tcp_sockets_opened_total", &[("listener", "agents")]).is_some_and(|n| n >= 3.0));
+    assert!(
+        value_of(
+            &families,
+            "tether_tcp_sockets_opened_total",
+            &[("listener", "agents")]
+        )
+        .is_some_and(|n| n >= 3.0)
+    );
     gateway.stop().await;
 }

@@ -20,7 +20,11 @@ async fn scrape(gateway: &TestGateway) -> Vec<tether_model::MetricFamily> {
 }
 
 /// Scrapes until `check` holds or the deadline passes.
-async fn scrape_until(gateway: &TestGateway, what: &str, check: impl Fn(&[tether_model::MetricFamily]) -> bool) {
+async fn scrape_until(
+    gateway: &TestGateway,
+    what: &str,
+    check: impl Fn(&[tether_model::MetricFamily]) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     while !check(&scrape(gateway).await) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -32,7 +36,10 @@ async fn scrape_until(gateway: &TestGateway, what: &str, check: impl Fn(&[tether
 async fn an_agent_answers_scrapes_from_its_registry() {
     let gateway = TestGateway::start(Config::loopback()).await;
     let recorder = ExporterBuilder::new().build_recorder();
-    let counter = recorder.register_counter(&Key::from_parts("jobs_done_total", vec![Label::new("queue", "mail")]), &METADATA);
+    let counter = recorder.register_counter(
+        &Key::from_parts("jobs_done_total", vec![Label::new("queue", "mail")]),
+        &METADATA,
+    );
     counter.increment(41);
     let agent = AgentBuilder::new(gateway.agents.to_string(), "worker", "w-1")
         .label("region", "eu")
@@ -43,10 +50,22 @@ async fn an_agent_answers_scrapes_from_its_registry() {
     counter.increment(1);
     let families = scrape(&gateway).await;
     assert_eq!(
-        value_of(&families, "jobs_done_total", &[("job", "worker"), ("instance", "w-1"), ("region", "eu"), ("queue", "mail")]),
+        value_of(
+            &families,
+            "jobs_done_total",
+            &[
+                ("job", "worker"),
+                ("instance", "w-1"),
+                ("region", "eu"),
+                ("queue", "mail")
+            ]
+        ),
         Some(42.0)
     );
-    assert_eq!(value_of(&families, "tether_agent_up", &[("instance", "w-1")]), Some(1.0));
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "w-1")]),
+        Some(1.0)
+    );
     agent.close().await;
     gateway.stop().await;
 }
@@ -65,7 +84,10 @@ async fn agents_reconnect_after_the_gateway_restarts() {
     // The agent notices and keeps trying.
     let deadline = Instant::now() + WAIT;
     while agent.state() == AgentState::Connected {
-        assert!(Instant::now() < deadline, "the agent never noticed the gateway stopped");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never noticed the gateway stopped"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let second = TestGateway::start_at(Config {
@@ -73,7 +95,10 @@ async fn agents_reconnect_after_the_gateway_restarts() {
         ..Config::loopback()
     })
     .await;
-    scrape_until(&second, "the agent to reconnect", |f| value_of(f, "g", &[("instance", "a-1")]) == Some(1.0)).await;
+    scrape_until(&second, "the agent to reconnect", |f| {
+        value_of(f, "g", &[("instance", "a-1")]) == Some(1.0)
+    })
+    .await;
     agent.close().await;
     second.stop().await;
 }
@@ -83,16 +108,27 @@ async fn push_and_close_leaves_the_final_metrics_served() {
     let gateway = TestGateway::start(Config::loopback()).await;
     let recorder = Arc::new(ExporterBuilder::new().build_recorder());
     let rows = recorder.register_gauge(&Key::from_name("rows_exported"), &METADATA);
-    let agent = AgentBuilder::new(gateway.agents.to_string(), "nightly-export", "run-2026-11-22")
-        .registry(recorder.handle())
-        .spawn()
-        .expect("agent starts");
+    let agent = AgentBuilder::new(
+        gateway.agents.to_string(),
+        "nightly-export",
+        "run-2026-11-22",
+    )
+    .registry(recorder.handle())
+    .spawn()
+    .expect("agent starts");
     rows.set(90_210.0);
-    agent.push_and_close(WAIT).await.expect("the gateway acknowledged the final push");
+    agent
+        .push_and_close(WAIT)
+        .await
+        .expect("the gateway acknowledged the final push");
     // The process would exit here; the gateway keeps what it acknowledged.
     let families = scrape(&gateway).await;
     assert_eq!(
-        value_of(&families, "rows_exported", &[("job", "nightly-export"), ("instance", "run-2026-11-22")]),
+        value_of(
+            &families,
+            "rows_exported",
+            &[("job", "nightly-export"), ("instance", "run-2026-11-22")]
+        ),
         Some(90_210.0)
     );
     gateway.stop().await;
@@ -117,13 +153,19 @@ async fn a_bad_token_stops_the_agent_with_the_reason() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert!(matches!(agent.state(), AgentState::Stopped { error: Some(_) }));
+    assert!(matches!(
+        agent.state(),
+        AgentState::Stopped { error: Some(_) }
+    ));
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_agent_gives_up_after_its_retries() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("probe")
+        .local_addr()
+        .expect("addr");
     // Nothing listens once the probe is dropped.
     let agent = AgentBuilder::new(closed.to_string(), "app", "a")
         .source(Vec::new)
@@ -132,5 +174,8 @@ async fn an_agent_gives_up_after_its_retries() {
         .spawn()
         .expect("agent starts");
     let outcome = agent.wait_connected(WAIT).await;
-    assert!(matches!(outcome, Err(AgentError::Config(ref m)) if m.contains("gave up")), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(AgentError::Config(ref m)) if m.contains("gave up")),
+        "{outcome:?}"
+    );
 }

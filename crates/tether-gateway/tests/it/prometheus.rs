@@ -42,7 +42,11 @@ fn free_port() -> u16 {
 }
 
 fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
-    let dir = std::env::temp_dir().join(format!("tether-prometheus-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "tether-prometheus-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -78,7 +82,12 @@ async fn query(prometheus: &Prometheus, promql: &str) -> Option<f64> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let response = try_get(prometheus.web, &format!("/api/v1/query?query={encoded}"), &[]).await?;
+    let response = try_get(
+        prometheus.web,
+        &format!("/api/v1/query?query={encoded}"),
+        &[],
+    )
+    .await?;
     if response.status != 200 {
         return None;
     }
@@ -109,7 +118,10 @@ async fn prometheus_scrapes_the_gateway_and_stores_every_agent_series() {
         let (agent, _) = RawAgent::hello(gateway.agents, "app", instance, "").await;
         let series: Vec<(String, f64)> = (0..50).map(|i| (format!("s{i}"), f64::from(i))).collect();
         let series: Vec<(&str, f64)> = series.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        serving.push(agent.serve(vec![gauge("temperature", &series), gauge("load", &[("one", 1.0)])]));
+        serving.push(agent.serve(vec![
+            gauge("temperature", &series),
+            gauge("load", &[("one", 1.0)]),
+        ]));
     }
     let prometheus = start_prometheus(gateway.http);
     eventually(&prometheus, "up{job=\"tether\"}", 1.0).await;
@@ -130,9 +142,19 @@ async fn promtool_and_the_model_checker_accept_the_gateway_output() {
     use std::io::Write;
     let gateway = TestGateway::start(Config::loopback()).await;
     let (agent, _) = RawAgent::hello(gateway.agents, "app", "a:1", "").await;
-    let _serving = agent.serve(vec![gauge("temperature", &[("x\"q\\", 1.0), ("y\nz", 2.0)])]);
-    let body = crate::support::get(gateway.http, "/metrics", &[]).await.body;
-    let checked = tether_model::check(&body, tether_model::Format::Text, tether_model::Limits::default(), 100);
+    let _serving = agent.serve(vec![gauge(
+        "temperature",
+        &[("x\"q\\", 1.0), ("y\nz", 2.0)],
+    )]);
+    let body = crate::support::get(gateway.http, "/metrics", &[])
+        .await
+        .body;
+    let checked = tether_model::check(
+        &body,
+        tether_model::Format::Text,
+        tether_model::Limits::default(),
+        100,
+    );
     assert!(checked.errors.is_empty(), "{:?}", checked.errors);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -13,10 +13,15 @@ use crate::support::{TestGateway, get, value_of};
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
 
 /// Scrapes until `check` accepts the families or the deadline passes.
-async fn scrape_until(gateway: &TestGateway, what: &str, check: impl Fn(&[tether_model::MetricFamily]) -> bool) -> Vec<tether_model::MetricFamily> {
+async fn scrape_until(
+    gateway: &TestGateway,
+    what: &str,
+    check: impl Fn(&[tether_model::MetricFamily]) -> bool,
+) -> Vec<tether_model::MetricFamily> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+        let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text)
+            .expect("valid output");
         if check(&families) {
             return families;
         }
@@ -51,7 +56,10 @@ async fn an_unmodified_metrics_exporter_tcp_app_is_ingested() {
         value_of(f, "tether_stream_up", &[("instance", &source)]) == Some(1.0)
     })
     .await;
-    let counter = recorder.register_counter(&Key::from_parts("app.requests", vec![Label::new("code", "200")]), &METADATA);
+    let counter = recorder.register_counter(
+        &Key::from_parts("app.requests", vec![Label::new("code", "200")]),
+        &METADATA,
+    );
     let gauge = recorder.register_gauge(&Key::from_name("app.queue_depth"), &METADATA);
     let histogram = recorder.register_histogram(&Key::from_name("app.latency"), &METADATA);
     for _ in 0..5 {
@@ -67,10 +75,19 @@ async fn an_unmodified_metrics_exporter_tcp_app_is_ingested() {
             && f.iter().any(|family| family.name == "app_latency")
     })
     .await;
-    assert_eq!(value_of(&families, "app_requests", &[("instance", &source)]), Some(10.0));
-    let help = families.iter().find(|f| f.name == "app_requests").and_then(|f| f.help.clone());
+    assert_eq!(
+        value_of(&families, "app_requests", &[("instance", &source)]),
+        Some(10.0)
+    );
+    let help = families
+        .iter()
+        .find(|f| f.name == "app_requests")
+        .and_then(|f| f.help.clone());
     assert_eq!(help.as_deref(), Some("Requests served."));
-    let latency = families.iter().find(|f| f.name == "app_latency").expect("histogram family");
+    let latency = families
+        .iter()
+        .find(|f| f.name == "app_latency")
+        .expect("histogram family");
     let Value::Histogram(h) = &latency.series[0].value else {
         panic!("app_latency is a histogram");
     };
@@ -91,7 +108,11 @@ async fn an_unreachable_stream_is_marked_down() {
         ..Config::loopback()
     };
     let gateway = TestGateway::start(config).await;
-    let families = parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
-    assert_eq!(value_of(&families, "tether_stream_up", &[("instance", &source)]), Some(0.0));
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(&families, "tether_stream_up", &[("instance", &source)]),
+        Some(0.0)
+    );
     gateway.stop().await;
 }

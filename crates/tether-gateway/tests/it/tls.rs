@@ -91,7 +91,10 @@ async fn agent_handshake(connector: &TlsConnector, addr: std::net::SocketAddr) -
     let tcp = TcpStream::connect(addr).await.ok()?;
     let server_name = ServerName::try_from("localhost").expect("valid name");
     let mut tls = connector.connect(server_name, tcp).await.ok()?;
-    let hello = tether_proto::encode_to_vec(&tether_proto::ClientMessage::from(Hello::new("", [("job", "j"), ("instance", "tls")])));
+    let hello = tether_proto::encode_to_vec(&tether_proto::ClientMessage::from(Hello::new(
+        "",
+        [("job", "j"), ("instance", "tls")],
+    )));
     tls.write_all(&hello).await.ok()?;
     let mut buf = bytes::BytesMut::new();
     let mut decoder = FrameDecoder::new(1 << 20);
@@ -115,7 +118,10 @@ async fn agents_and_scrapers_speak_tls() {
     };
     let gateway = TestGateway::start(config).await;
     let connector = pki.connector(false);
-    assert!(agent_handshake(&connector, gateway.agents).await.is_some(), "agent handshake over TLS");
+    assert!(
+        agent_handshake(&connector, gateway.agents).await.is_some(),
+        "agent handshake over TLS"
+    );
     // HTTP over TLS.
     let tcp = TcpStream::connect(gateway.http).await.expect("connect");
     let mut tls = connector
@@ -131,8 +137,13 @@ async fn agents_and_scrapers_speak_tls() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // Plain text to a TLS listener gets nothing usable.
     let mut plain = crate::support::RawAgent::connect(gateway.agents).await;
-    plain.send(Hello::new("", [("job", "j"), ("instance", "plain")])).await;
-    assert!(plain.recv_raw_closed().await, "a plaintext agent is not served");
+    plain
+        .send(Hello::new("", [("job", "j"), ("instance", "plain")]))
+        .await;
+    assert!(
+        plain.recv_raw_closed().await,
+        "a plaintext agent is not served"
+    );
     gateway.stop().await;
 }
 
@@ -144,8 +155,18 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         ..Config::loopback()
     };
     let gateway = TestGateway::start(config).await;
-    assert!(agent_handshake(&pki.connector(true), gateway.agents).await.is_some(), "a client certificate is admitted");
-    assert!(agent_handshake(&pki.connector(false), gateway.agents).await.is_none(), "no client certificate, no service");
+    assert!(
+        agent_handshake(&pki.connector(true), gateway.agents)
+            .await
+            .is_some(),
+        "a client certificate is admitted"
+    );
+    assert!(
+        agent_handshake(&pki.connector(false), gateway.agents)
+            .await
+            .is_none(),
+        "no client certificate, no service"
+    );
     gateway.stop().await;
 }
 
@@ -166,7 +187,9 @@ async fn unusable_tls_files_fail_at_bind_with_the_file_named() {
         recorder: Arc::new(metrics::NoopRecorder),
         families: Arc::new(Vec::new),
     };
-    let error = tether_gateway::Gateway::bind(config, self_metrics).await.expect_err("no certificate");
+    let error = tether_gateway::Gateway::bind(config, self_metrics)
+        .await
+        .expect_err("no certificate");
     assert!(error.to_string().contains("empty.pem"), "{error}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

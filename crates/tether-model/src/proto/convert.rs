@@ -263,7 +263,9 @@ fn timestamp_to_seconds(timestamp: pb::Timestamp) -> f64 {
     // The protobuf spec keeps nanos within 0..1e9; a peer may not. Carry
     // the excess into the seconds first, so that the value is the one
     // `seconds_to_timestamp` writes back.
-    let seconds = timestamp.seconds.saturating_add(i64::from(timestamp.nanos.div_euclid(1_000_000_000)));
+    let seconds = timestamp
+        .seconds
+        .saturating_add(i64::from(timestamp.nanos.div_euclid(1_000_000_000)));
     let nanos = timestamp.nanos.rem_euclid(1_000_000_000);
     seconds as f64 + f64::from(nanos) / 1e9
 }

@@ -233,7 +233,11 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
 }
 
 /// As [`get`], `None` when nothing listens (yet).
-pub(crate) async fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
+pub(crate) async fn try_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<Response> {
     tokio::time::timeout(PATIENCE, async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
