@@ -494,7 +494,7 @@ mod tests {
             "http_server_requests"
         );
         assert_eq!(sanitize_metric_name("9lives"), "_9lives");
-        assert_eq!(sanitize_label_name("__reserved"), "reserved");
+        assert_eq!(sanitize_label_name("__reserved"), "_reserved");
         assert_eq!(sanitize_label_name("a.b"), "a_b");
     }
 }
