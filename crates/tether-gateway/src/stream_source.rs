@@ -109,7 +109,7 @@ impl SourceState {
                 };
                 match (entry, operation) {
                     (Folded::Counter(total), Operation::IncrementCounter(n)) => {
-                        *total = total.saturating_add(n)
+                        *total = total.saturating_add(n);
                     }
                     (Folded::Counter(total), Operation::SetCounter(n)) => *total = n,
                     (Folded::Gauge(value), Operation::IncrementGauge(d)) => *value += d,
