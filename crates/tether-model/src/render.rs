@@ -49,6 +49,8 @@ impl TargetLabels {
     pub fn new(labels: Vec<Label>) -> TargetLabels {
         let mut rendered = Vec::new();
         write_labels(&mut rendered, &labels);
+        // Kept for the life of an agent: drop the renderer's growth room.
+        rendered.shrink_to_fit();
         TargetLabels { labels, rendered }
     }
 
