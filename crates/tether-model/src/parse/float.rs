@@ -9,6 +9,9 @@
 /// Parses a sample value or label float the way Prometheus does.
 pub(crate) fn parse_go_float(token: &str) -> Option<f64> {
     let bytes = token.as_bytes();
+    if let Some(value) = parse_short_decimal(bytes) {
+        return Some(value);
+    }
     let first = *bytes.first()?;
     if first.is_ascii_digit() || first == b'.' || first == b'-' || first == b'+' {
         let unsigned = match first {
@@ -34,6 +37,54 @@ pub(crate) fn parse_go_float(token: &str) -> Option<f64> {
         return Some(f64::NAN);
     }
     parse_infinity(token)
+}
+
+/// Decimals of at most this many digits take the fast path.
+const SHORT_DECIMAL_DIGITS: usize = 15;
+
+/// `10^i`, each exact in a double.
+const POWERS_OF_TEN: [f64; SHORT_DECIMAL_DIGITS + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The fast path for what most expositions hold: `[-+]digits[.digits]`
+/// with at most 15 digits, such as `1027`, `0.005` or `-3.25`. The digits
+/// form an integer below 2^53 and the scale a power of ten up to 10^15,
+/// both exact in a double, so their quotient is the correctly rounded
+/// value, the same that the full parser finds (Clinger's fast path).
+/// `None` for anything else, which goes to the full parser.
+fn parse_short_decimal(bytes: &[u8]) -> Option<f64> {
+    let (negative, digits) = match *bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        b'+' => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    if digits.len() > SHORT_DECIMAL_DIGITS + 1 {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut n_digits = 0;
+    let mut dot = None;
+    for (i, &b) in digits.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                n_digits += 1;
+            }
+            b'.' if dot.is_none() => dot = Some(i),
+            _ => return None,
+        }
+    }
+    if n_digits == 0 || n_digits > SHORT_DECIMAL_DIGITS {
+        return None;
+    }
+    let fraction_digits = dot.map_or(0, |dot| digits.len() - dot - 1);
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "below 10^15, so exact in a double"
+    )]
+    let value = mantissa as f64 / POWERS_OF_TEN[fraction_digits];
+    Some(if negative { -value } else { value })
 }
 
 fn parse_infinity(word: &str) -> Option<f64> {
@@ -93,7 +144,60 @@ mod tests {
             assert_eq!(parse_go_float(token), expected, "{token}");
         }
         assert!(parse_go_float("NaN").is_some_and(f64::is_nan));
+        assert!(parse_go_float("-0").is_some_and(|v| v == 0.0 && v.is_sign_negative()));
+        assert!(parse_go_float("-0.0").is_some_and(|v| v == 0.0 && v.is_sign_negative()));
         assert!(parse_go_float("nan").is_some_and(f64::is_nan));
+    }
+
+    #[test]
+    fn short_decimals_read_as_the_full_parser_reads_them() {
+        let mut tokens: Vec<String> = [
+            "0",
+            "7",
+            "-7",
+            "+7",
+            "0.1",
+            "0.005",
+            "2.5",
+            "-3.25",
+            ".5",
+            "5.",
+            "-.5",
+            "+5.",
+            "999999999999999",
+            "99999999999999.9",
+            "0.000000000000001",
+            "123456789012345",
+            "1234567890123456",
+            "0.30000000000000004",
+            "9007199254740993",
+            "00000000000000001",
+        ]
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+        // Every split of a few digit strings by a dot.
+        for digits in [
+            "1",
+            "12345",
+            "314159265358979",
+            "100000000000000",
+            "900719925474099",
+        ] {
+            for dot in 0..=digits.len() {
+                tokens.push(format!("{}.{}", &digits[..dot], &digits[dot..]));
+            }
+        }
+        for token in &tokens {
+            let expected = token.parse::<f64>().ok();
+            assert_eq!(parse_go_float(token), expected, "{token}");
+            if let Some(fast) = parse_short_decimal(token.as_bytes()) {
+                assert_eq!(Some(fast.to_bits()), expected.map(f64::to_bits), "{token}");
+            }
+        }
+        for token in [".", "-", "+", "-.", "1.2.3", "1e5", "", "12a"] {
+            assert_eq!(parse_short_decimal(token.as_bytes()), None, "{token}");
+        }
     }
 
     #[test]

@@ -162,13 +162,13 @@ impl<'a> Iterator for RawLabelsIter<'a> {
         loop {
             // Validated: a closing quote exists, and every backslash starts
             // a two-byte escape.
-            match memchr2(b'"', b'\\', &bytes[pos..]) {
-                Some(i) if bytes[pos + i] == b'\\' => {
+            match find_quote_or_backslash(bytes, pos) {
+                Some(i) if bytes[i] == b'\\' => {
                     has_escape = true;
-                    pos += i + 2;
+                    pos = i + 2;
                 }
                 Some(i) => {
-                    pos += i;
+                    pos = i;
                     break;
                 }
                 None => {
@@ -208,6 +208,12 @@ fn skip_blanks(bytes: &[u8], mut pos: usize) -> usize {
 /// backslash before any other character (OpenMetrics only) stays.
 fn unescape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
+    unescape_into(raw, &mut out);
+    out
+}
+
+/// [`unescape`], appending to `out`.
+pub(crate) fn unescape_into(raw: &str, out: &mut String) {
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
@@ -225,27 +231,141 @@ fn unescape(raw: &str) -> String {
             out.push(c);
         }
     }
-    out
 }
+
+/// Byte classes of names, one bit each in [`NAME_CLASSES`].
+const METRIC_NAME_START: u8 = 1;
+const METRIC_NAME_BYTE: u8 = 2;
+const LABEL_NAME_START: u8 = 4;
+const LABEL_NAME_BYTE: u8 = 8;
+
+/// The name classes of every byte: one load per byte of a name instead of
+/// a chain of range comparisons.
+const NAME_CLASSES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let alpha = byte.is_ascii_alphabetic();
+        let digit = byte.is_ascii_digit();
+        let underscore = byte == b'_';
+        let colon = byte == b':';
+        let mut class = 0;
+        if alpha || underscore || colon {
+            class |= METRIC_NAME_START;
+        }
+        if alpha || digit || underscore || colon {
+            class |= METRIC_NAME_BYTE;
+        }
+        if alpha || underscore {
+            class |= LABEL_NAME_START;
+        }
+        if alpha || digit || underscore {
+            class |= LABEL_NAME_BYTE;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
 
 /// `[a-zA-Z_:]`: bytes that may start a metric name.
 fn is_metric_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    NAME_CLASSES[usize::from(b)] & METRIC_NAME_START != 0
 }
 
 /// `[a-zA-Z0-9_:]`: bytes that may continue a metric name.
 fn is_metric_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    NAME_CLASSES[usize::from(b)] & METRIC_NAME_BYTE != 0
 }
 
 /// `[a-zA-Z_]`: bytes that may start a label name.
 fn is_label_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_'
+    NAME_CLASSES[usize::from(b)] & LABEL_NAME_START != 0
 }
 
 /// `[a-zA-Z0-9_]`: bytes that may continue a label name.
 fn is_label_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    NAME_CLASSES[usize::from(b)] & LABEL_NAME_BYTE != 0
+}
+
+/// The end of the label name whose rest starts at `pos`.
+fn scan_label_name_rest(bytes: &[u8], pos: usize) -> usize {
+    let rest = bytes.get(pos..).unwrap_or_default();
+    pos + rest
+        .iter()
+        .position(|&b| !is_label_name_byte(b))
+        .unwrap_or(rest.len())
+}
+
+/// `a == b`, with short slices compared a word at a time in registers
+/// rather than by a call to `memcmp`: names and label values are short.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(word)
+    };
+    let half = |bytes: &[u8], at: usize| {
+        let mut half = [0; 4];
+        half.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(half)
+    };
+    if (8..=16).contains(&len) {
+        word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8)
+    } else if (4..8).contains(&len) {
+        half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4)
+    } else if len < 4 {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
+    }
+}
+
+/// `0x01` in every byte of a word.
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+/// `0x80` in every byte of a word.
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Label values shorter than this are searched a word at a time; memchr's
+/// vector search costs more to set up than it saves on the few bytes of a
+/// typical value.
+const SHORT_SEARCH_BYTES: usize = 64;
+
+/// The offset of the first `"` or `\` at or after `pos`.
+#[inline]
+fn find_quote_or_backslash(bytes: &[u8], pos: usize) -> Option<usize> {
+    let mut at = pos;
+    let limit = pos.saturating_add(SHORT_SEARCH_BYTES);
+    while at < limit {
+        let Some(chunk) = bytes.get(at..at + 8) else {
+            // Fewer than eight bytes are left.
+            let rest = bytes.get(at..)?;
+            return rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')
+                .map(|i| at + i);
+        };
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // The classic zero-byte test on `word` XOR each byte sought; the
+        // lowest flagged byte is exact (only bytes above a match can be
+        // flagged falsely), and little-endian order makes it the first.
+        let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let found = zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    // A long value: memchr's vector search pays off.
+    memchr2(b'"', b'\\', bytes.get(at..)?).map(|i| at + i)
 }
 
 /// Where a line starts, for turning byte offsets into positions.
@@ -277,9 +397,54 @@ pub struct Parser<'a> {
     finished: bool,
     /// Set after `# EOF`.
     saw_eof: bool,
-    /// Scratch space for duplicate label detection: (start, end) of each
-    /// label name on the current line. Reused so a line allocates nothing.
-    label_names: Vec<(usize, usize)>,
+    /// The metric name of the last sample line: consecutive lines mostly
+    /// share it, and comparing is cheaper than scanning it again.
+    last_name: &'a str,
+    /// The label names of the last label set read by
+    /// [`Parser::scan_simple_labels`], in order: valid and distinct. Lines
+    /// of one family mostly repeat them, and comparing is cheaper than
+    /// scanning them and checking them for duplicates again.
+    last_label_names: Vec<&'a [u8]>,
+    /// Where each label of the current line lies: the sample's labels,
+    /// then the exemplar's. Used to find duplicate names, and read by the
+    /// family builder so that it need not scan the labels again. Reused so
+    /// a line allocates nothing.
+    label_spans: Vec<LabelSpan>,
+}
+
+/// Where one label lies in its line (byte offsets), as the lexer found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LabelSpan {
+    pub(crate) name_start: usize,
+    pub(crate) name_end: usize,
+    /// The value's first byte, just after its opening quote.
+    pub(crate) value_start: usize,
+    /// The value's closing quote.
+    pub(crate) value_end: usize,
+    /// Whether the value holds a backslash escape.
+    pub(crate) escaped: bool,
+}
+
+impl LabelSpan {
+    /// The label name.
+    pub(crate) fn name<'a>(&self, line: &'a str) -> &'a str {
+        &line[self.name_start..self.name_end]
+    }
+
+    /// The value as written, escapes undecoded.
+    pub(crate) fn raw_value<'a>(&self, line: &'a str) -> &'a str {
+        &line[self.value_start..self.value_end]
+    }
+
+    /// The unescaped value.
+    pub(crate) fn value<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        let raw = self.raw_value(line);
+        if self.escaped {
+            Cow::Owned(unescape(raw))
+        } else {
+            Cow::Borrowed(raw)
+        }
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -307,7 +472,9 @@ impl<'a> Parser<'a> {
             line: 1,
             finished: false,
             saw_eof: false,
-            label_names: Vec::new(),
+            last_name: "",
+            last_label_names: Vec::new(),
+            label_spans: Vec::new(),
         })
     }
 
@@ -394,7 +561,11 @@ impl<'a> Parser<'a> {
 
     /// Parses one line without its newline. `Ok(None)` is a line that
     /// carries nothing (a blank line or a plain comment in text format).
+    // Inlined, as `parse_sample`, so that the entry is built in place
+    // rather than copied out of each call.
+    #[inline]
     fn parse_line(&mut self, line: &'a str) -> LineResult<Option<Entry<'a>>> {
+        self.label_spans.clear();
         let bytes = line.as_bytes();
         match self.format {
             Format::Text => {
@@ -578,11 +749,23 @@ impl<'a> Parser<'a> {
     }
 
     /// A sample line starting at `start` (after any leading blanks).
+    #[inline(always)]
     fn parse_sample(&mut self, line: &'a str, start: usize) -> LineResult<Sample<'a>> {
         let bytes = line.as_bytes();
         let text = self.format == Format::Text;
-        let name_end = scan_metric_name(bytes, start, "metric name")?;
+        // Consecutive lines mostly repeat the last line's name: comparing
+        // is cheaper than scanning it again, and it is a valid name.
+        let repeats_last_name = !self.last_name.is_empty()
+            && bytes[start..]
+                .strip_prefix(self.last_name.as_bytes())
+                .is_some_and(|rest| rest.first().is_none_or(|&b| !is_metric_name_byte(b)));
+        let name_end = if repeats_last_name {
+            start + self.last_name.len()
+        } else {
+            scan_metric_name(bytes, start, "metric name")?
+        };
         let name = &line[start..name_end];
+        self.last_name = name;
         let mut pos = name_end;
         if text {
             // The text format allows blanks between name and labels.
@@ -831,20 +1014,32 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks `{...}` starting at `open` and returns the labels and the
-    /// offset just after `}`.
+    /// offset just after `}`. The labels' spans are appended to
+    /// `label_spans`.
     fn scan_labels(&mut self, line: &'a str, open: usize) -> LineResult<(RawLabels<'a>, usize)> {
         let bytes = line.as_bytes();
+        // The spans of this label set; an exemplar's follow the sample's.
+        let first = self.label_spans.len();
+        if let Some(end) = self.scan_simple_labels(bytes, open) {
+            let labels = RawLabels {
+                text: &line[open + 1..end - 1],
+                offset: open + 1,
+                len: self.label_spans.len() - first,
+            };
+            return Ok((labels, end));
+        }
+        self.label_spans.truncate(first);
         let text = self.format == Format::Text;
         let blanks = |pos: usize| if text { skip_blanks(bytes, pos) } else { pos };
-        self.label_names.clear();
         let mut pos = blanks(open + 1);
         let mut expect_more = false;
         loop {
+            let n_labels = self.label_spans.len() - first;
             if pos >= bytes.len() {
                 return Err((
                     pos,
                     ErrorKind::Unexpected {
-                        expected: if self.label_names.is_empty() || expect_more {
+                        expected: if n_labels == 0 || expect_more {
                             "label name or \"}\""
                         } else {
                             "\",\" or \"}\""
@@ -866,7 +1061,7 @@ impl<'a> Parser<'a> {
                 }
                 break;
             }
-            if !self.label_names.is_empty() && !expect_more {
+            if n_labels != 0 && !expect_more {
                 return Err((
                     pos,
                     ErrorKind::Unexpected {
@@ -886,18 +1081,22 @@ impl<'a> Parser<'a> {
                     },
                 ));
             }
-            pos += 1;
-            while pos < bytes.len() && is_label_name_byte(bytes[pos]) {
-                pos += 1;
+            pos = scan_label_name_rest(bytes, pos + 1);
+            // Compared as bytes: slicing the `str` would check for character
+            // boundaries, and a name is ASCII.
+            let name = &bytes[name_start..pos];
+            if name == b"__name__" {
+                let name = line[name_start..pos].to_owned();
+                return Err((name_start, ErrorKind::ReservedLabelName(name)));
             }
-            let name = &line[name_start..pos];
-            if name == "__name__" {
-                return Err((name_start, ErrorKind::ReservedLabelName(name.to_owned())));
+            if self.label_spans[first..]
+                .iter()
+                .any(|span| &bytes[span.name_start..span.name_end] == name)
+            {
+                let name = line[name_start..pos].to_owned();
+                return Err((name_start, ErrorKind::DuplicateLabelName(name)));
             }
-            if self.label_names.iter().any(|&(s, e)| &line[s..e] == name) {
-                return Err((name_start, ErrorKind::DuplicateLabelName(name.to_owned())));
-            }
-            if self.label_names.len() >= self.limits.max_labels_per_series {
+            if n_labels >= self.limits.max_labels_per_series {
                 return Err((
                     name_start,
                     ErrorKind::TooManyLabels {
@@ -905,7 +1104,7 @@ impl<'a> Parser<'a> {
                     },
                 ));
             }
-            self.label_names.push((name_start, pos));
+            let name_end = pos;
             pos = blanks(pos);
             if pos >= bytes.len() || bytes[pos] != b'=' {
                 return Err((
@@ -928,15 +1127,14 @@ impl<'a> Parser<'a> {
             }
             let quote = pos;
             pos += 1;
-            loop {
-                match memchr2(b'"', b'\\', &bytes[pos..]) {
+            let value_start = pos;
+            let mut escaped = false;
+            let value_end = loop {
+                match find_quote_or_backslash(bytes, pos) {
                     None => return Err((quote, ErrorKind::UnterminatedLabelValue)),
-                    Some(i) if bytes[pos + i] == b'"' => {
-                        pos += i + 1;
-                        break;
-                    }
-                    Some(i) => {
-                        let backslash = pos + i;
+                    Some(i) if bytes[i] == b'"' => break i,
+                    Some(backslash) => {
+                        escaped = true;
                         match bytes.get(backslash + 1) {
                             Some(b'\\' | b'"' | b'n') => pos = backslash + 2,
                             // OpenMetrics: a backslash before any other
@@ -953,8 +1151,15 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
-            }
-            pos = blanks(pos);
+            };
+            self.label_spans.push(LabelSpan {
+                name_start,
+                name_end,
+                value_start,
+                value_end,
+                escaped,
+            });
+            pos = blanks(value_end + 1);
             expect_more = false;
             if pos < bytes.len() && bytes[pos] == b',' {
                 expect_more = true;
@@ -964,9 +1169,101 @@ impl<'a> Parser<'a> {
         let labels = RawLabels {
             text: &line[open + 1..pos],
             offset: open + 1,
-            len: self.label_names.len(),
+            len: self.label_spans.len() - first,
         };
         Ok((labels, pos + 1))
+    }
+
+    /// The common case of [`Parser::scan_labels`], in one tight pass:
+    /// `name="value"` pairs joined by single commas, without blanks, escapes
+    /// or a trailing comma, and valid. Returns the offset just after `}`;
+    /// `None` for anything else, which [`Parser::scan_labels`] then reads
+    /// (and reports) in full.
+    fn scan_simple_labels(&mut self, bytes: &'a [u8], open: usize) -> Option<usize> {
+        let first = self.label_spans.len();
+        let mut pos = open + 1;
+        if *bytes.get(pos)? == b'}' {
+            return Some(pos + 1);
+        }
+        // Whether every name so far is the last label set's at its place.
+        let mut as_last_set = true;
+        loop {
+            let name_start = pos;
+            let n_labels = self.label_spans.len() - first;
+            let last_name = self.last_label_names.get(n_labels).copied();
+            let name_end = match last_name {
+                // The name of the last set at this place again: valid, and
+                // distinct from the others so far, which are the last set's.
+                Some(last)
+                    if as_last_set
+                        && bytes.get(pos + last.len()) == Some(&b'=')
+                        && bytes
+                            .get(pos..pos + last.len())
+                            .is_some_and(|name| same_bytes(name, last)) =>
+                {
+                    pos + last.len()
+                }
+                _ => {
+                    as_last_set = false;
+                    if !is_label_name_start(*bytes.get(pos)?) {
+                        return None;
+                    }
+                    let name_end = scan_label_name_rest(bytes, pos + 1);
+                    let name = &bytes[name_start..name_end];
+                    if name == b"__name__"
+                        || n_labels >= self.limits.max_labels_per_series
+                        || self.label_spans[first..]
+                            .iter()
+                            .any(|span| same_bytes(&bytes[span.name_start..span.name_end], name))
+                    {
+                        return None;
+                    }
+                    name_end
+                }
+            };
+            if bytes.get(name_end..name_end + 2)? != b"=\"" {
+                return None;
+            }
+            let value_start = name_end + 2;
+            let value_end = find_quote_or_backslash(bytes, value_start)?;
+            if bytes[value_end] != b'"' {
+                return None;
+            }
+            self.label_spans.push(LabelSpan {
+                name_start,
+                name_end,
+                value_start,
+                value_end,
+                escaped: false,
+            });
+            match *bytes.get(value_end + 1)? {
+                b'}' => {
+                    let spans = &self.label_spans[first..];
+                    if !as_last_set || spans.len() != self.last_label_names.len() {
+                        self.last_label_names.clear();
+                        self.last_label_names.extend(
+                            spans
+                                .iter()
+                                .map(|span| &bytes[span.name_start..span.name_end]),
+                        );
+                    }
+                    return Some(value_end + 2);
+                }
+                b',' if bytes
+                    .get(value_end + 2)
+                    .is_some_and(|&b| is_label_name_start(b)) =>
+                {
+                    pos = value_end + 2;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The spans of the labels of the sample line last returned, then of
+    /// its exemplar's; empty after any other line.
+    pub(crate) fn label_spans(&self) -> &[LabelSpan] {
+        &self.label_spans
     }
 }
 
@@ -991,16 +1288,30 @@ fn scan_metric_name(bytes: &[u8], start: usize, expected: &'static str) -> LineR
         };
         return Err((start, kind));
     }
-    let mut end = start + 1;
-    while end < bytes.len() && is_metric_name_byte(bytes[end]) {
-        end += 1;
-    }
-    Ok(end)
+    let rest = &bytes[start + 1..];
+    let len = rest
+        .iter()
+        .position(|&b| !is_metric_name_byte(b))
+        .unwrap_or(rest.len());
+    Ok(start + 1 + len)
 }
 
 /// The end of the token at `pos`: the next blank or the end of the line.
 fn token_end(bytes: &[u8], pos: usize) -> usize {
     let mut end = pos;
+    // A word at a time while one fits: a value is a dozen bytes or so.
+    while let Some(chunk) = bytes.get(end..end + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let found = zero_byte(word ^ (ONES * u64::from(b' ')))
+            | zero_byte(word ^ (ONES * u64::from(b'\t')));
+        if found != 0 {
+            return end + found.trailing_zeros() as usize / 8;
+        }
+        end += 8;
+    }
     while end < bytes.len() && bytes[end] != b' ' && bytes[end] != b'\t' {
         end += 1;
     }

@@ -11,9 +11,11 @@ mod lexer;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::ops::Range;
 
 pub use lexer::{Entry, LinePos, Parser, RawExemplar, RawLabel, RawLabels, RawLabelsIter, Sample};
+use lexer::{LabelSpan, same_bytes, unescape_into};
 
 use crate::error::{ErrorKind, ParseError};
 use crate::model::{
@@ -106,7 +108,8 @@ pub fn parse_with_limits(
     let mut builder = Builder::new(format, limits);
     while let Some(entry) = parser.next_entry() {
         let (entry, pos) = entry?;
-        builder.feed(entry, pos)?;
+        // By reference: an entry is a couple of hundred bytes to move.
+        builder.feed(&entry, parser.label_spans(), pos)?;
     }
     let (families, _, mut errors) = builder.finish();
     match errors.is_empty() {
@@ -143,7 +146,7 @@ pub fn check(input: &[u8], format: Format, limits: Limits, max_errors: usize) ->
     let mut builder = Builder::new(format, limits);
     let mut errors = Vec::new();
     while let Some(entry) = parser.next_entry() {
-        let result = entry.and_then(|(entry, pos)| builder.feed(entry, pos));
+        let result = entry.and_then(|(entry, pos)| builder.feed(&entry, parser.label_spans(), pos));
         if let Err(error) = result {
             let fatal = matches!(
                 error.kind,
@@ -213,7 +216,7 @@ struct FamilyState {
     /// For each series: the line of its first sample, for late errors.
     series_lines: Vec<u32>,
     /// Series by the hash of their (order-insensitive) label set.
-    index: HashMap<u64, usize>,
+    index: HashMap<u64, usize, BuildHasherDefault<HashIsKey>>,
     /// Series whose hash collided with another's; searched linearly.
     collided: Vec<usize>,
 }
@@ -278,48 +281,68 @@ struct Builder {
     limits: Limits,
     families: Vec<FamilyState>,
     /// Families by metadata name.
-    by_name: HashMap<String, usize>,
+    by_name: HashMap<String, usize, FastHashState>,
     /// The family of the last line, checked first and used to find
     /// interleaving in OpenMetrics.
     current: Option<usize>,
     /// Families whose samples are complete (OpenMetrics: another began).
     closed: Vec<bool>,
     n_series: usize,
-    hasher: RandomState,
-    /// Scratch: label order for hashing, reused across samples.
-    order: Vec<usize>,
+    /// Keys of the hash of families' names and series' label sets.
+    hash_state: FastHashState,
+    /// Scratch: the labels of the current sample line.
+    line_labels: LineLabels,
+    /// The sample name last resolved, and what [`Builder::resolve`] found
+    /// for it with `current` as it then was. Consecutive lines mostly share
+    /// their name, and the answer holds until a metadata line or a new
+    /// family changes what `resolve` reads; those clear it.
+    resolved_name: String,
+    resolved: Option<(Option<usize>, usize, Part)>,
 }
 
 impl Builder {
     fn new(format: Format, limits: Limits) -> Builder {
+        let hash_state = FastHashState::new();
         Builder {
             format,
             limits,
             families: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: HashMap::with_hasher(hash_state.clone()),
             current: None,
             closed: Vec::new(),
             n_series: 0,
-            hasher: RandomState::new(),
-            order: Vec::new(),
+            hash_state,
+            line_labels: LineLabels::default(),
+            resolved_name: String::new(),
+            resolved: None,
         }
     }
 
-    fn feed(&mut self, entry: Entry<'_>, pos: LinePos) -> Result<(), ParseError> {
+    /// Takes one entry; `spans` are the lexer's spans of a sample's labels
+    /// (see [`Parser::label_spans`]).
+    fn feed(
+        &mut self,
+        entry: &Entry<'_>,
+        spans: &[LabelSpan],
+        pos: LinePos,
+    ) -> Result<(), ParseError> {
         let at = |column: u32, kind: ErrorKind| ParseError {
             line: pos.line,
             column,
             kind,
         };
-        match entry {
+        if !matches!(entry, Entry::Sample(_)) {
+            self.resolved = None;
+        }
+        match *entry {
             Entry::Eof => Ok(()),
-            Entry::Help { name, help } => {
+            Entry::Help { name, ref help } => {
                 let index = self.metadata_family(name, "HELP", pos)?;
                 let state = &mut self.families[index];
                 if state.family.help.is_some() {
                     return Err(at(1, ErrorKind::DuplicateMetadata("HELP", name.to_owned())));
                 }
-                state.family.help = Some(help.into_owned());
+                state.family.help = Some(help.as_ref().to_owned());
                 Ok(())
             }
             Entry::Unit { name, unit } => {
@@ -367,7 +390,16 @@ impl Builder {
                 state.family.metric_type = metric_type;
                 Ok(())
             }
-            Entry::Sample(sample) => self.add_sample(&sample, pos),
+            Entry::Sample(ref sample) => {
+                // The exemplar's spans follow the sample's.
+                let spans = &spans[..sample.labels.len()];
+                // Moved out for the call, so that it can be read while the
+                // families change.
+                let mut labels = std::mem::take(&mut self.line_labels);
+                let result = self.add_sample(sample, spans, &mut labels, pos);
+                self.line_labels = labels;
+                result
+            }
         }
     }
 
@@ -417,6 +449,7 @@ impl Builder {
                 },
             });
         }
+        self.resolved = None;
         let index = self.families.len();
         self.families.push(FamilyState {
             family: MetricFamily::new(name, metric_type),
@@ -425,7 +458,7 @@ impl Builder {
             first_line: pos.line,
             seen: Vec::new(),
             series_lines: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             collided: Vec::new(),
         });
         self.closed.push(false);
@@ -508,14 +541,34 @@ impl Builder {
         }
     }
 
-    fn add_sample(&mut self, sample: &Sample<'_>, pos: LinePos) -> Result<(), ParseError> {
+    fn add_sample(
+        &mut self,
+        sample: &Sample<'_>,
+        spans: &[LabelSpan],
+        labels: &mut LineLabels,
+        pos: LinePos,
+    ) -> Result<(), ParseError> {
         let om = self.format == Format::OpenMetrics;
         let at = |column: u32, kind: ErrorKind| ParseError {
             line: pos.line,
             column,
             kind,
         };
-        let (index, part) = self.resolve(sample.name, pos)?;
+        let (index, part) = match self.resolved {
+            Some((current, index, part))
+                if current == self.current && self.resolved_name == sample.name =>
+            {
+                (index, part)
+            }
+            _ => {
+                let current = self.current;
+                let (index, part) = self.resolve(sample.name, pos)?;
+                self.resolved = Some((current, index, part));
+                self.resolved_name.clear();
+                self.resolved_name.push_str(sample.name);
+                (index, part)
+            }
+        };
         if om && self.current != Some(index) && self.closed[index] {
             return Err(at(
                 1,
@@ -531,29 +584,33 @@ impl Builder {
             (MetricType::Summary, Part::Bare) => Some("quantile"),
             _ => None,
         };
-        // Lines of one histogram or summary come in a row: when this line's
-        // labels are those of the family's last series, reuse it without
-        // allocating or hashing.
-        let family_series = &self.families[index].family.series;
-        let reuse = family_series
-            .len()
-            .checked_sub(1)
-            .filter(|&last| same_as_series(&sample.labels, special, &family_series[last].labels));
+        let line = sample.line;
         let mut special_value = None;
-        let mut labels = Vec::new();
-        if reuse.is_none() {
-            labels.reserve_exact(sample.labels.len());
-        }
-        for label in sample.labels.iter() {
-            if Some(label.name) == special {
-                special_value = Some((label.value, label.value_offset));
-            } else if reuse.is_none() {
-                labels.push(Label {
-                    name: label.name.to_owned(),
-                    value: label.value.into_owned(),
-                });
+        labels.clear();
+        for span in spans {
+            if Some(span.name(line)) == special {
+                // The offset of the value's opening quote.
+                special_value = Some((span.value(line), span.value_start - 1));
+            } else {
+                labels.push(line, span);
             }
         }
+        // Lines of one histogram or summary come in a row: when this line's
+        // labels are those of the family's last series, reuse it without
+        // hashing. A series of one line cannot be continued, so other
+        // families skip the comparison; a repeated series is still found
+        // by the lookup, and reported.
+        let several_lines = match metric_type {
+            MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary => true,
+            MetricType::Counter => om,
+            MetricType::Gauge | MetricType::Unknown | MetricType::StateSet | MetricType::Info => {
+                false
+            }
+        };
+        let family_series = &self.families[index].family.series;
+        let reuse = family_series.len().checked_sub(1).filter(|&last| {
+            several_lines && labels.equal_in_order(line, &family_series[last].labels)
+        });
         let special_value = match special {
             Some(label) => {
                 let Some((text, offset)) = special_value else {
@@ -562,22 +619,25 @@ impl Builder {
                         ErrorKind::MissingLabel(label.to_owned(), sample.name.to_owned()),
                     ));
                 };
-                let column = column_of(offset, sample);
+                let column = || column_of(offset, sample);
                 let value = float::parse_go_float(&text).ok_or_else(|| {
                     at(
-                        column,
+                        column(),
                         ErrorKind::InvalidLabelFloat(label, text.to_string()),
                     )
                 })?;
                 check_special_label(metric_type, part, value, om)
-                    .map_err(|kind| at(column, kind))?;
+                    .map_err(|kind| at(column(), kind))?;
                 Some(value)
             }
             None => None,
         };
         if metric_type == MetricType::StateSet && reuse.is_none() {
             let meta_name = &self.families[index].meta_name;
-            if !labels.iter().any(|l| &l.name == meta_name) {
+            if !labels
+                .iter(line)
+                .any(|(name, _)| name == meta_name.as_bytes())
+            {
                 return Err(at(
                     1,
                     ErrorKind::MissingLabel(meta_name.clone(), sample.name.to_owned()),
@@ -586,7 +646,7 @@ impl Builder {
         }
 
         // Exemplars ride on counter totals and histogram buckets only.
-        let exemplar_column = column_of(sample.exemplar_offset, sample);
+        let exemplar_column = || column_of(sample.exemplar_offset, sample);
         let exemplar = match &sample.exemplar {
             None => None,
             Some(raw) => {
@@ -600,7 +660,7 @@ impl Builder {
                 );
                 if !allowed {
                     return Err(at(
-                        exemplar_column,
+                        exemplar_column(),
                         ErrorKind::ExemplarNotAllowed(
                             "only counter _total and histogram _bucket samples carry exemplars",
                         ),
@@ -621,15 +681,14 @@ impl Builder {
             }
         };
 
-        let value_column = column_of(sample.value_offset, sample);
         if om {
             check_openmetrics_value(metric_type, part, sample.value)
-                .map_err(|kind| at(value_column, kind))?;
+                .map_err(|kind| at(column_of(sample.value_offset, sample), kind))?;
         }
 
         let series_index = match reuse {
             Some(series_index) => series_index,
-            None => self.series_for(index, labels, pos)?,
+            None => self.series_for(index, labels, line, pos)?,
         };
         let state = &mut self.families[index];
         let is_last_series = series_index + 1 == state.family.series.len();
@@ -706,7 +765,7 @@ impl Builder {
                     && !(exemplar.value <= upper_bound && exemplar.value > lower_bound)
                 {
                     return Err(at(
-                        exemplar_column,
+                        exemplar_column(),
                         ErrorKind::ValueOutOfRange(
                             "an exemplar",
                             "its value must fall inside its bucket (above the previous le, at most this le)",
@@ -747,36 +806,46 @@ impl Builder {
         Ok(())
     }
 
-    /// The index of the series with `labels` in family `index`, created if new.
+    /// The index of the series with `labels` (of `line`) in family
+    /// `index`, created if new.
     fn series_for(
         &mut self,
         index: usize,
-        labels: Vec<Label>,
+        labels: &LineLabels,
+        line: &str,
         pos: LinePos,
     ) -> Result<usize, ParseError> {
-        self.order.clear();
-        self.order.extend(0..labels.len());
-        self.order
-            .sort_unstable_by(|&a, &b| labels[a].name.cmp(&labels[b].name));
-        let mut hasher = self.hasher.build_hasher();
-        for &i in &self.order {
-            labels[i].hash(&mut hasher);
-        }
-        let hash = hasher.finish();
-        let state = &mut self.families[index];
-        let metric_type = state.family.metric_type;
-        let existing = match state.index.get(&hash) {
-            Some(&i) if same_labels(&state.family.series[i].labels, &labels) => Some(i),
-            Some(_) => state
-                .collided
-                .iter()
-                .copied()
-                .find(|&i| same_labels(&state.family.series[i].labels, &labels)),
-            None => None,
+        let hash = labels.hash(line, &self.hash_state);
+        let FamilyState {
+            family,
+            seen,
+            series_lines,
+            index: series_index,
+            collided,
+            ..
+        } = &mut self.families[index];
+        let metric_type = family.metric_type;
+        // One probe finds the series or the free slot for a new one.
+        let slot = match series_index.entry(hash) {
+            MapEntry::Occupied(slot) => {
+                let i = *slot.get();
+                let series = &family.series;
+                if labels.same_set(line, &series[i].labels) {
+                    return Ok(i);
+                }
+                // Two label sets with one hash: the first keeps the map
+                // slot, the others are searched linearly.
+                if let Some(i) = collided
+                    .iter()
+                    .copied()
+                    .find(|&i| labels.same_set(line, &series[i].labels))
+                {
+                    return Ok(i);
+                }
+                None
+            }
+            MapEntry::Vacant(slot) => Some(slot),
         };
-        if let Some(i) = existing {
-            return Ok(i);
-        }
         if self.n_series >= self.limits.max_series {
             return Err(ParseError {
                 line: pos.line,
@@ -794,7 +863,15 @@ impl Builder {
                 exemplar: None,
             }),
             MetricType::Histogram | MetricType::GaugeHistogram => Value::Histogram(Histogram {
-                buckets: Vec::new(),
+                // Series of a family mostly share their buckets: room for as
+                // many as the last one has saves growing one by one.
+                buckets: Vec::with_capacity(match family.series.last() {
+                    Some(Series {
+                        value: Value::Histogram(last),
+                        ..
+                    }) => last.buckets.len(),
+                    _ => 0,
+                }),
                 count: None,
                 sum: None,
                 created: None,
@@ -807,21 +884,19 @@ impl Builder {
             }),
             _ => Value::Single(0.0),
         };
-        let i = state.family.series.len();
-        state.family.series.push(Series {
-            labels,
+        let i = family.series.len();
+        family.series.push(Series {
+            labels: labels.to_owned(line),
             value,
             timestamp_ms: None,
         });
-        state.seen.push(0);
-        state.series_lines.push(pos.line);
-        match state.index.entry(hash) {
-            MapEntry::Vacant(slot) => {
+        seen.push(0);
+        series_lines.push(pos.line);
+        match slot {
+            Some(slot) => {
                 slot.insert(i);
             }
-            // Two label sets with one hash: the first keeps the map slot,
-            // the newcomer is found by the linear search of `collided`.
-            MapEntry::Occupied(_) => state.collided.push(i),
+            None => collided.push(i),
         }
         Ok(i)
     }
@@ -833,15 +908,28 @@ impl Builder {
         let mut families = Vec::with_capacity(self.families.len());
         let mut lines = Vec::with_capacity(self.families.len());
         for mut state in self.families {
-            let name = state.meta_name.clone();
-            for (i, series) in state.family.series.iter_mut().enumerate() {
-                let line = state.series_lines[i];
-                let seen = state.seen[i];
-                if let Err(reason) = finish_series(series, state.family.metric_type, seen, om) {
+            // Only these have anything for `finish_series` to check; the
+            // others are left untouched.
+            let metric_type = state.family.metric_type;
+            let checked = match metric_type {
+                MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary => true,
+                MetricType::Counter => om,
+                MetricType::Gauge
+                | MetricType::Unknown
+                | MetricType::StateSet
+                | MetricType::Info => false,
+            };
+            let to_check: &mut [Series] = if checked {
+                &mut state.family.series
+            } else {
+                &mut []
+            };
+            for (i, series) in to_check.iter_mut().enumerate() {
+                if let Err(reason) = finish_series(series, metric_type, state.seen[i], om) {
                     errors.push(ParseError {
-                        line,
+                        line: state.series_lines[i],
                         column: 1,
-                        kind: reason.into_kind(&name),
+                        kind: reason.into_kind(&state.meta_name),
                     });
                 }
             }
@@ -914,9 +1002,7 @@ fn finish_series(
             Ok(())
         }
         Value::Summary(s) => {
-            let mut quantiles: Vec<f64> = s.quantiles.iter().map(|q| q.quantile).collect();
-            quantiles.sort_by(f64::total_cmp);
-            if quantiles.windows(2).any(|w| w[0] == w[1]) {
+            if has_equal_quantiles(&s.quantiles) {
                 return Err(FinishError::Duplicate("two samples with the same quantile"));
             }
             Ok(())
@@ -926,6 +1012,25 @@ fn finish_series(
         )),
         _ => Ok(()),
     }
+}
+
+/// Quantile lists up to this long are checked pair by pair, without
+/// allocating: a summary has a handful.
+const FEW_QUANTILES: usize = 16;
+
+/// Whether two quantiles are equal (by `==`: NaN equals nothing, `-0`
+/// equals `0`).
+fn has_equal_quantiles(quantiles: &[Quantile]) -> bool {
+    if quantiles.len() <= FEW_QUANTILES {
+        return quantiles
+            .iter()
+            .enumerate()
+            .any(|(i, a)| quantiles[i + 1..].iter().any(|b| a.quantile == b.quantile));
+    }
+    // Sorted by total order, values equal by `==` end up next to each other.
+    let mut sorted: Vec<f64> = quantiles.iter().map(|q| q.quantile).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.windows(2).any(|w| w[0] == w[1])
 }
 
 /// Whether OpenMetrics forbids a unit on families of this type.
@@ -988,23 +1093,241 @@ fn check_openmetrics_value(
     Ok(())
 }
 
-/// Whether `raw`, without the label `special`, is exactly `labels` in order.
-fn same_as_series(raw: &RawLabels<'_>, special: Option<&str>, labels: &[Label]) -> bool {
-    let mut n_matched = 0;
-    for label in raw.iter() {
-        if Some(label.name) == special {
-            continue;
-        }
-        match labels.get(n_matched) {
-            Some(l) if l.name == label.name && l.value == label.value => n_matched += 1,
-            _ => return false,
-        }
-    }
-    n_matched == labels.len()
+/// One label of a sample line, as ranges of bytes.
+#[derive(Debug, Clone)]
+struct LineLabel {
+    /// The name, in the line.
+    name: Range<usize>,
+    /// The unescaped value: in the line, or in [`LineLabels::decoded`]
+    /// when it had escapes.
+    value: Range<usize>,
+    decoded: bool,
 }
 
-fn same_labels(a: &[Label], b: &[Label]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x == y))
+/// The labels of one sample line (its special `le` or `quantile` label
+/// left out), as ranges of the line: read once from the lexer's spans,
+/// compared and hashed as bytes without allocating, and made owned only
+/// when they start a new series.
+#[derive(Debug, Default)]
+struct LineLabels {
+    labels: Vec<LineLabel>,
+    /// The values that had escapes, unescaped.
+    decoded: String,
+}
+
+impl LineLabels {
+    fn clear(&mut self) {
+        self.labels.clear();
+        self.decoded.clear();
+    }
+
+    fn push(&mut self, line: &str, span: &LabelSpan) {
+        let (value, decoded) = if span.escaped {
+            let start = self.decoded.len();
+            unescape_into(span.raw_value(line), &mut self.decoded);
+            (start..self.decoded.len(), true)
+        } else {
+            (span.value_start..span.value_end, false)
+        };
+        self.labels.push(LineLabel {
+            name: span.name_start..span.name_end,
+            value,
+            decoded,
+        });
+    }
+
+    /// Name and unescaped value of each label, in line order, as bytes:
+    /// slicing them as `str` would check for character boundaries again.
+    fn iter<'s>(&'s self, line: &'s str) -> impl Iterator<Item = (&'s [u8], &'s [u8])> + 's {
+        let line = line.as_bytes();
+        let decoded = self.decoded.as_bytes();
+        self.labels.iter().map(move |label| {
+            let values = if label.decoded { decoded } else { line };
+            (&line[label.name.clone()], &values[label.value.clone()])
+        })
+    }
+
+    /// Whether these are exactly `labels`, in the same order.
+    fn equal_in_order(&self, line: &str, labels: &[Label]) -> bool {
+        self.labels.len() == labels.len()
+            && self.iter(line).zip(labels).all(|((name, value), label)| {
+                same_bytes(value, label.value.as_bytes()) && same_bytes(name, label.name.as_bytes())
+            })
+    }
+
+    /// Whether these are the label set `labels`, in any order (names are
+    /// unique in both).
+    fn same_set(&self, line: &str, labels: &[Label]) -> bool {
+        self.labels.len() == labels.len()
+            && (self.equal_in_order(line, labels)
+                || self.iter(line).all(|(name, value)| {
+                    labels.iter().any(|label| {
+                        label.name.as_bytes() == name && label.value.as_bytes() == value
+                    })
+                }))
+    }
+
+    /// The hash of the label set, whatever the order of its labels: the sum
+    /// of one keyed hash per label.
+    fn hash(&self, line: &str, state: &FastHashState) -> u64 {
+        let sum = self.iter(line).fold(0u64, |sum, (name, value)| {
+            sum.wrapping_add(state.hash_label(name, value))
+        });
+        folded_multiply(sum ^ state.keys[0], state.keys[1])
+    }
+
+    /// The labels as the model holds them.
+    fn to_owned(&self, line: &str) -> Vec<Label> {
+        let mut labels = Vec::with_capacity(self.labels.len());
+        labels.extend(self.labels.iter().map(|label| {
+            let values = if label.decoded {
+                self.decoded.as_str()
+            } else {
+                line
+            };
+            Label {
+                name: line[label.name.clone()].to_owned(),
+                value: values[label.value.clone()].to_owned(),
+            }
+        }));
+        labels
+    }
+}
+
+/// The keys of the builder's hashes, drawn from [`RandomState`] once per
+/// parse.
+///
+/// Names and label sets are hashed with a folded multiply in the manner of
+/// foldhash: a few instructions per eight bytes, where SipHash spends tens
+/// of nanoseconds on each short string of a label set. The keys are random
+/// and no hash is ever shown, so an input cannot be crafted to make its
+/// series or families collide (the `HashDoS` attack SipHash guards
+/// against); collisions that happen by chance are still told apart by
+/// comparing the labels.
+#[derive(Debug, Clone)]
+struct FastHashState {
+    keys: [u64; 4],
+}
+
+impl FastHashState {
+    fn new() -> FastHashState {
+        let random = RandomState::new();
+        FastHashState {
+            keys: [0u64, 1, 2, 3].map(|i| random.hash_one(i)),
+        }
+    }
+
+    /// The hash of one label.
+    fn hash_label(&self, name: &[u8], value: &[u8]) -> u64 {
+        let name = hash_bytes(name, self.keys[0], self.keys[1]);
+        let value = hash_bytes(value, self.keys[2], self.keys[3]);
+        folded_multiply(name ^ self.keys[3], value ^ self.keys[0])
+    }
+}
+
+impl BuildHasher for FastHashState {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher {
+            keys: self.keys,
+            state: self.keys[2],
+        }
+    }
+}
+
+/// The [`Hasher`] of maps whose keys are already keyed hashes (the series
+/// index): the key is its own hash.
+#[derive(Debug, Clone, Copy, Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `u64` keys; any mixing would do.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The [`Hasher`] of [`FastHashState`], for the builder's maps.
+#[derive(Debug, Clone)]
+struct FastHasher {
+    keys: [u64; 4],
+    state: u64,
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let hash = hash_bytes(bytes, self.keys[0], self.keys[1]);
+        self.state = folded_multiply(self.state ^ hash, self.keys[3]);
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.state = folded_multiply(self.state ^ i, self.keys[3]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// The full 128-bit product of `a` and `b`, its halves XORed together: the
+/// mixing step of foldhash and wyhash.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the halves of the product are meant to be split"
+    )]
+    let (low, high) = (full as u64, (full >> 64) as u64);
+    low ^ high
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u64::from(u32::from_le_bytes(word))
+}
+
+/// A keyed hash of `bytes`. Short inputs are read as two words, which
+/// overlap when they must and cover every byte; the length goes into the
+/// seed, so that overlapping reads of different lengths differ.
+fn hash_bytes(bytes: &[u8], key: u64, seed: u64) -> u64 {
+    let len = bytes.len();
+    let mut seed = seed ^ (len as u64);
+    let (low, high) = if len > 16 {
+        let mut at = 0;
+        while at + 16 < len {
+            seed = folded_multiply(read_u64(bytes, at) ^ key, read_u64(bytes, at + 8) ^ seed);
+            at += 16;
+        }
+        (read_u64(bytes, len - 16), read_u64(bytes, len - 8))
+    } else if len >= 8 {
+        (read_u64(bytes, 0), read_u64(bytes, len - 8))
+    } else if len >= 4 {
+        (read_u32(bytes, 0), read_u32(bytes, len - 4))
+    } else if len > 0 {
+        let middle_and_last = u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]);
+        (u64::from(bytes[0]), middle_and_last)
+    } else {
+        (0, 0)
+    };
+    folded_multiply(low ^ key, high ^ seed)
 }
 
 /// `name{a="b",...}` for error messages.
@@ -1034,4 +1357,128 @@ fn column_of(offset: usize, sample: &Sample<'_>) -> u32 {
         .get(..offset)
         .map_or(offset, |prefix| prefix.chars().count());
     u32::try_from(chars + 1).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels of `line` as the builder reads them, through the lexer.
+    fn line_labels(line: &str) -> LineLabels {
+        let input = format!("{line}\n");
+        let mut parser = Parser::new(input.as_bytes(), Format::Text, Limits::default())
+            .expect("test lines are UTF-8");
+        let Some(Ok((Entry::Sample(sample), _))) = parser.next_entry() else {
+            panic!("{line} is a valid sample line");
+        };
+        let mut labels = LineLabels::default();
+        for span in &parser.label_spans()[..sample.labels.len()] {
+            // Offsets are within the line, which starts the input.
+            labels.push(line, span);
+        }
+        labels
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs.iter().map(|&(n, v)| Label::new(n, v)).collect()
+    }
+
+    #[test]
+    fn label_set_hash_ignores_order_and_sees_every_byte() {
+        let state = FastHashState::new();
+        let hash = |line: &str| line_labels(line).hash(line, &state);
+        assert_eq!(hash(r#"m{a="1",b="2"} 1"#), hash(r#"m{b="2",a="1"} 1"#));
+        assert_eq!(
+            hash(r#"m{a="x\"y"} 1"#),
+            hash(r#"m {a = "x\"y" } 1"#),
+            "escapes and blanks are not part of the identity"
+        );
+        let distinct = [
+            r#"m 1"#,
+            r#"m{a="1"} 1"#,
+            r#"m{a="2"} 1"#,
+            r#"m{b="1"} 1"#,
+            r#"m{a="1",b="2"} 1"#,
+            r#"m{a="2",b="1"} 1"#,
+            r#"m{a="12"} 1"#,
+            r#"m{a1="2"} 1"#,
+            r#"m{a=""} 1"#,
+            r#"m{a="\n"} 1"#,
+            r#"m{a="n"} 1"#,
+        ];
+        let hashes: Vec<u64> = distinct.iter().map(|line| hash(line)).collect();
+        for (i, a) in hashes.iter().enumerate() {
+            for (j, b) in hashes.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {}", distinct[i], distinct[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn byte_hash_reads_every_byte_of_every_length() {
+        // Flipping any one byte of any length up to 40 changes the hash.
+        let state = FastHashState::new();
+        let [key, seed, ..] = state.keys;
+        for len in 0..=40usize {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let base = hash_bytes(&bytes, key, seed);
+            for i in 0..len {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 0x20;
+                assert_ne!(hash_bytes(&flipped, key, seed), base, "len {len}, byte {i}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_ne!(hash_bytes(&longer, key, seed), base, "len {len} and a zero");
+        }
+    }
+
+    #[test]
+    fn line_labels_compare_with_owned_labels() {
+        let line = r#"m{b="x\\y",a="1"} 1"#;
+        let labels = line_labels(line);
+        let same_order = owned(&[("b", "x\\y"), ("a", "1")]);
+        let other_order = owned(&[("a", "1"), ("b", "x\\y")]);
+        assert!(labels.equal_in_order(line, &same_order));
+        assert!(!labels.equal_in_order(line, &other_order));
+        assert!(labels.same_set(line, &other_order));
+        assert!(!labels.same_set(line, &owned(&[("a", "1"), ("b", "x\\\\y")])));
+        assert!(!labels.same_set(line, &owned(&[("a", "1")])));
+        assert_eq!(labels.to_owned(line), same_order);
+    }
+
+    #[test]
+    fn equal_quantiles_are_found_with_or_without_sorting() {
+        let quantiles = |values: &[f64]| -> Vec<Quantile> {
+            values
+                .iter()
+                .map(|&quantile| Quantile {
+                    quantile,
+                    value: 0.0,
+                })
+                .collect()
+        };
+        let cases: &[(&[f64], bool)] = &[
+            (&[0.5, 0.9, 0.99], false),
+            (&[0.5, 0.9, 0.5], true),
+            (&[f64::NAN, f64::NAN], false),
+            (&[-0.0, 0.5, 0.0], true),
+            (&[], false),
+        ];
+        for &(values, expected) in cases {
+            assert_eq!(
+                has_equal_quantiles(&quantiles(values)),
+                expected,
+                "{values:?}"
+            );
+            // The same, past the pairwise limit.
+            let mut padded: Vec<f64> = (0..FEW_QUANTILES).map(|i| 2.0 + i as f64).collect();
+            padded.extend_from_slice(values);
+            assert_eq!(
+                has_equal_quantiles(&quantiles(&padded)),
+                expected,
+                "{padded:?}"
+            );
+        }
+    }
 }
