@@ -6,6 +6,8 @@
 //! keys, `client.rs` connects, decodes and reconnects. This file holds the
 //! flags, the UI loop and the snapshot output.
 
+#[cfg(test)]
+mod test_events;
 mod client;
 mod state;
 mod ui;
@@ -451,21 +453,10 @@ fn apply_update(store: &mut Store, view: &mut View, update: Update) {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tether_proto::{Event, EventMetadata, EventMetric, EventMetricType, Operation};
+    use tether_proto::{Event, EventMetadata, EventMetricType, Operation};
 
     use super::*;
-
-    fn metric(name: &str, labels: &[(&str, &str)], operation: Operation) -> Event {
-        Event::from(EventMetric {
-            name: name.to_owned(),
-            timestamp: None,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            operation: Some(operation),
-        })
-    }
+    use crate::observe::test_events::metric;
 
     fn sample_store() -> Store {
         let mut store = Store::new(Limits::default());

@@ -498,27 +498,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn metric(name: &str, labels: &[(&str, &str)], operation: Operation) -> Event {
-        Event::from(EventMetric {
-            name: name.to_owned(),
-            timestamp: None,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            operation: Some(operation),
-        })
-    }
-
-    fn metadata(name: &str, kind: EventMetricType, unit: &str, description: &str) -> Event {
-        Event::from(EventMetadata {
-            name: name.to_owned(),
-            metric_type: kind as i32,
-            unit: Some(unit.to_owned()),
-            description: Some(description.to_owned()),
-        })
-    }
+    use crate::observe::test_events::{metadata, metric};
 
     fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
         SeriesKey {

@@ -451,31 +451,11 @@ mod tests {
 
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use tether_proto::{Event, EventMetadata, EventMetric, EventMetricType, Operation};
+    use tether_proto::{EventMetricType, Operation};
 
     use super::*;
     use crate::observe::state::Limits;
-
-    fn metric(name: &str, labels: &[(&str, &str)], operation: Operation) -> Event {
-        Event::from(EventMetric {
-            name: name.to_owned(),
-            timestamp: None,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            operation: Some(operation),
-        })
-    }
-
-    fn metadata(name: &str, kind: EventMetricType, unit: &str, description: &str) -> Event {
-        Event::from(EventMetadata {
-            name: name.to_owned(),
-            metric_type: kind as i32,
-            unit: Some(unit.to_owned()),
-            description: Some(description.to_owned()),
-        })
-    }
+    use crate::observe::test_events::{metadata, metric};
 
     /// The screen as lines of text, trailing spaces removed.
     fn screen(store: &Store, view: &mut View, width: u16, height: u16) -> Vec<String> {
