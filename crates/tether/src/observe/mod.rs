@@ -6,10 +6,10 @@
 //! keys, `client.rs` connects, decodes and reconnects. This file holds the
 //! flags, the UI loop and the snapshot output.
 
-#[cfg(test)]
-mod test_events;
 mod client;
 mod state;
+#[cfg(test)]
+mod test_events;
 mod ui;
 
 use std::io::{IsTerminal, Write};
