@@ -302,7 +302,8 @@ const LABEL_VALUE_ESCAPES: [bool; 256] = {
 /// few bytes.
 const SHORT_BYTES: usize = 32;
 
-/// How much the output grows at least when it runs out of room, in bytes.
+/// How much room the output zeroes ahead at a time, within its capacity,
+/// in bytes.
 const GROW_BYTES: usize = 8 * 1024;
 
 /// `0x01` in every byte of a word.
@@ -420,10 +421,12 @@ impl<'a> LineBuf<'a> {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, len: usize) {
-        // `resize` grows the capacity geometrically; the zeroes are written
-        // over before anyone sees them.
-        let new_len = (self.end + len).max(self.buf.len() + GROW_BYTES);
-        self.buf.resize(new_len, 0);
+        // Within the capacity, room is zeroed a step at a time rather than
+        // piece by piece; past it, only what is needed, and `resize` grows
+        // the capacity geometrically, so that a small output stays small.
+        // The zeroes are written over before anyone sees them.
+        let ahead = (self.buf.len() + GROW_BYTES).min(self.buf.capacity());
+        self.buf.resize((self.end + len).max(ahead), 0);
     }
 
     #[inline(always)]
@@ -794,6 +797,14 @@ mod tests {
                 assert_eq!(String::from_utf8_lossy(&out), expected, "{value:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_small_output_stays_small() {
+        let mut out = Vec::new();
+        write_labels(&mut out, &[Label::new("a", "b")]);
+        assert_eq!(out, b"a=\"b\"");
+        assert!(out.capacity() < 64, "capacity {}", out.capacity());
     }
 
     #[test]

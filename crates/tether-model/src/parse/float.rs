@@ -59,6 +59,7 @@ fn parse_short_decimal(bytes: &[u8]) -> Option<f64> {
         b'+' => (false, &bytes[1..]),
         _ => (false, bytes),
     };
+    // Fifteen digits and a dot at most.
     if digits.len() > SHORT_DECIMAL_DIGITS + 1 {
         return None;
     }
@@ -172,6 +173,15 @@ mod tests {
             "0.30000000000000004",
             "9007199254740993",
             "00000000000000001",
+            "9007199254740992",
+            "9007199254740991",
+            "900719925474099.3",
+            "4374.233193893432",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "18446744073709551615",
+            "9999999999999999999",
+            "99999999999999999999",
         ]
         .iter()
         .map(|t| (*t).to_owned())
@@ -197,6 +207,39 @@ mod tests {
         }
         for token in [".", "-", "+", "-.", "1.2.3", "1e5", "", "12a"] {
             assert_eq!(parse_short_decimal(token.as_bytes()), None, "{token}");
+        }
+    }
+
+    #[test]
+    fn random_decimals_read_as_the_full_parser_reads_them() {
+        // Digit strings of every length up to 21 around 2^53, with a dot
+        // anywhere, from a fixed xorshift sequence.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let n_digits = 1 + usize::try_from(next() % 21).unwrap_or(0);
+            let mut token: String = (0..n_digits)
+                .map(|_| char::from(b'0' + u8::try_from(next() % 10).unwrap_or(0)))
+                .collect();
+            if next() % 3 == 0 {
+                // Near 2^53, where exactness ends.
+                token = format!("{}", 9_007_199_254_740_992 - 64 + next() % 128);
+            }
+            let dot = usize::try_from(next() % (token.len() as u64 + 2)).unwrap_or(0);
+            if dot <= token.len() {
+                token.insert(dot, '.');
+            }
+            if next() % 4 == 0 {
+                token.insert(0, '-');
+            }
+            let expected = token.parse::<f64>().ok().filter(|v| v.is_finite());
+            let got = parse_go_float(&token);
+            assert_eq!(got.map(f64::to_bits), expected.map(f64::to_bits), "{token}");
         }
     }
 

@@ -1468,3 +1468,72 @@ fn line_number(newlines_before: usize) -> u32 {
 fn column_number(chars_before: usize) -> u32 {
     u32::try_from(chars_before + 1).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each line's result through one parser, so that every line follows
+    /// the one before, as the label-name cache sees them.
+    fn lines_through_one_parser(lines: &[&str], max_labels: usize) -> Vec<Result<String, String>> {
+        let input: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        let limits = Limits {
+            max_labels_per_series: max_labels,
+            ..Limits::default()
+        };
+        let parser = Parser::new(input.as_bytes(), Format::Text, limits).expect("UTF-8");
+        parser
+            .map(|entry| match entry {
+                Ok((Entry::Sample(sample), _)) => Ok(sample
+                    .labels
+                    .iter()
+                    .map(|label| format!("{}={}", label.name, label.value))
+                    .collect::<Vec<_>>()
+                    .join(",")),
+                Ok((other, _)) => Ok(format!("{other:?}")),
+                Err(error) => Err(error.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn labels_after_a_similar_line_are_still_checked() {
+        let results = lines_through_one_parser(
+            &[
+                r#"m{a="1",b="2"} 1"#,
+                r#"m{a="1",b="3"} 1"#,
+                r#"m{a="1",a="3"} 1"#,
+                r#"m{a="1",b="2",a="3"} 1"#,
+                r#"m{a="1",bb="2"} 1"#,
+                r#"m{a="1",b="2",c="3"} 1"#,
+                r#"m{a="1",__name__="x"} 1"#,
+                r#"m{a="1",b="2"} 1"#,
+                r#"m{a="1",b="x\"y"} 1"#,
+                r#"m{b="1",a="2"} 1"#,
+                r#"m{a="1",b="2",} 1"#,
+            ],
+            2,
+        );
+        let expected: Vec<Result<&str, &str>> = vec![
+            Ok("a=1,b=2"),
+            Ok("a=1,b=3"),
+            Err("3:9: duplicate label name \"a\""),
+            Err("4:15: duplicate label name \"a\""),
+            Ok("a=1,bb=2"),
+            Err("6:15: more than 2 labels in one series"),
+            Err("7:9: label name \"__name__\" is reserved"),
+            Ok("a=1,b=2"),
+            Ok("a=1,b=x\"y"),
+            Ok("b=1,a=2"),
+            Ok("a=1,b=2"),
+        ];
+        for (i, (result, expected)) in results.iter().zip(&expected).enumerate() {
+            match (result, expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "line {}", i + 1),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "line {}: {got}", i + 1),
+                _ => panic!("line {}: {result:?}, expected {expected:?}", i + 1),
+            }
+        }
+        assert_eq!(results.len(), expected.len());
+    }
+}

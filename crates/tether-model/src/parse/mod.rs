@@ -1307,6 +1307,7 @@ fn read_u32(bytes: &[u8], at: usize) -> u64 {
 /// A keyed hash of `bytes`. Short inputs are read as two words, which
 /// overlap when they must and cover every byte; the length goes into the
 /// seed, so that overlapping reads of different lengths differ.
+#[inline]
 fn hash_bytes(bytes: &[u8], key: u64, seed: u64) -> u64 {
     let len = bytes.len();
     let mut seed = seed ^ (len as u64);
