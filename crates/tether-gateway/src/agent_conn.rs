@@ -347,11 +347,7 @@ fn identity_of(hello: &Hello) -> Result<Identity, String> {
     for pair in &hello.identity {
         let name = pair.name.as_deref().unwrap_or("");
         let value = pair.value.as_deref().unwrap_or("");
-        let valid_name = name
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
-        if name.is_empty() || !valid_name || name.starts_with("__") {
+        if !tether_model::is_valid_label_name(name) || name.starts_with("__") {
             return Err(format!(
                 "identity label name {name:?} is not a valid Prometheus label name"
             ));

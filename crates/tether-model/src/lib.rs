@@ -16,7 +16,7 @@ pub use error::{ErrorKind, Found, ParseError, ProtoError};
 pub use lint::{Lint, lint};
 pub use model::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
-    Summary, Value,
+    Summary, Value, is_valid_label_name, is_valid_metric_name,
 };
 pub use parse::{
     Checked, DEFAULT_MAX_FAMILIES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_LINE_BYTES,

@@ -2,6 +2,7 @@
 //! the validation that untrusted messages need.
 
 use super::pb;
+use crate::model::{is_valid_label_name, is_valid_metric_name};
 use crate::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, ProtoError, Quantile,
     Series, Summary, Value,
@@ -75,7 +76,7 @@ pub fn to_proto(family: &MetricFamily) -> pb::MetricFamily {
 /// [`ProtoError::InvalidFamily`] naming the family and saying what is wrong.
 pub fn from_proto(family: pb::MetricFamily) -> Result<MetricFamily, ProtoError> {
     let name = family.name.unwrap_or_default();
-    if !is_metric_name(&name) {
+    if !is_valid_metric_name(&name) {
         return Err(ProtoError::InvalidFamily {
             name: printable_name(&name),
             reason: "the name must match [a-zA-Z_:][a-zA-Z0-9_:]*: rename the family".to_owned(),
@@ -389,7 +390,7 @@ fn labels_from_proto(pairs: Vec<pb::LabelPair>, what: &str) -> Result<Vec<Label>
     let mut labels = Vec::with_capacity(pairs.len());
     for pair in pairs {
         let name = pair.name.unwrap_or_default();
-        if !is_label_name(&name) {
+        if !is_valid_label_name(&name) {
             return Err(format!(
                 "invalid {what} name \"{}\": label names must match [a-zA-Z_][a-zA-Z0-9_]*",
                 printable_name(&name)
@@ -445,24 +446,6 @@ fn printable_name(name: &str) -> String {
         printable.push_str("...");
     }
     printable
-}
-
-/// Whether `name` matches `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn is_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_' || first == b':')
-        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':')
-}
-
-/// Whether `name` matches `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn is_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
-        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 #[cfg(test)]
