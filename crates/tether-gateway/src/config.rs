@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -40,6 +41,30 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 /// Default time shutdown waits for connections to finish, in milliseconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 
+/// Default time a client has to send a request's headers (and, on a new
+/// connection, its first byte), in milliseconds. Past it the connection is
+/// closed: a slow or silent sender cannot hold a connection slot.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 5_000;
+/// Default time an HTTP connection may stay open with no request in flight
+/// and no byte moving, in milliseconds.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default time a response write may stay blocked on a client that does
+/// not read, in milliseconds; past it the response is dropped and the
+/// connection closed.
+pub const DEFAULT_HTTP_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Default time a TLS handshake may take on either listener, in milliseconds.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Default time a stream source may send nothing before it is reported
+/// down (`tether_stream_up` 0) and reconnected, in milliseconds. An app
+/// whose metrics do not change sends nothing, so this is long.
+pub const DEFAULT_STREAM_STALL_TIMEOUT_MS: u64 = 300_000;
+/// Default most series one stream source may hold; events for new series
+/// past it are dropped and counted.
+pub const DEFAULT_STREAM_MAX_SERIES: usize = 100_000;
+/// Default most bytes (names, label texts, help texts) one stream source
+/// may hold: 64 MiB.
+pub const DEFAULT_STREAM_MAX_BYTES: usize = 64 << 20;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -51,51 +76,82 @@ pub enum LogFormat {
     Json,
 }
 
-/// Configuration as read from one source: every field optional.
-///
-/// The TOML file uses the flags' names in snake case (`http_listen`,
-/// `scrape_timeout_ms`); unknown keys are an error, so a typo never goes
-/// unnoticed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
+/// Declares [`RawConfig`] once: its fields, their documentation, and the
+/// merge of two layers, so that a new setting is one line here.
+macro_rules! raw_config {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty ),* $(,)?) => {
+        /// Configuration as read from one source: every field optional.
+        ///
+        /// The TOML file uses the flags' names in snake case (`http_listen`,
+        /// `scrape_timeout_ms`); unknown keys are an error, so a typo never goes
+        /// unnoticed.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawConfig {
+            $( $(#[$doc])* pub $field: Option<$ty>, )*
+        }
+
+        impl RawConfig {
+            /// Fills every field unset in `self` from `lower` (`self` wins).
+            pub fn or(self, lower: RawConfig) -> RawConfig {
+                RawConfig { $( $field: self.$field.or(lower.$field), )* }
+            }
+        }
+    };
+}
+
+raw_config! {
     /// Address of the HTTP server (scrapes, status, health).
-    pub http_listen: Option<String>,
+    http_listen: String,
     /// Address of the agent listener.
-    pub agent_listen: Option<String>,
+    agent_listen: String,
     /// Log format.
-    pub log_format: Option<LogFormat>,
+    log_format: LogFormat,
     /// Upper bound of a scrape's fan-out, in milliseconds.
-    pub scrape_timeout_ms: Option<u64>,
+    scrape_timeout_ms: u64,
     /// Time kept back from the scraper's timeout, in milliseconds.
-    pub scrape_margin_ms: Option<u64>,
+    scrape_margin_ms: u64,
     /// How long a final push stays served, in seconds.
-    pub final_push_ttl_secs: Option<u64>,
+    final_push_ttl_secs: u64,
     /// Tokens agents may present; empty means no authentication.
-    pub agent_token: Option<Vec<String>>,
+    agent_token: Vec<String>,
     /// A file with one agent token per line (`#` starts a comment).
-    pub agent_tokens_file: Option<PathBuf>,
+    agent_tokens_file: PathBuf,
     /// PEM certificate chain for TLS on both listeners.
-    pub tls_cert: Option<PathBuf>,
+    tls_cert: PathBuf,
     /// PEM private key for TLS.
-    pub tls_key: Option<PathBuf>,
+    tls_key: PathBuf,
     /// PEM CA bundle; when set, clients must present a certificate it signed.
-    pub tls_client_ca: Option<PathBuf>,
+    tls_client_ca: PathBuf,
+    /// Time a TLS handshake may take, in milliseconds.
+    tls_handshake_timeout_ms: u64,
     /// Cap on agent connections.
-    pub max_agents: Option<usize>,
+    max_agents: usize,
     /// Cap on concurrent HTTP connections.
-    pub max_http_connections: Option<usize>,
+    max_http_connections: usize,
+    /// Time a client has to send a request's headers, in milliseconds.
+    http_header_timeout_ms: u64,
+    /// Time an HTTP connection may stay idle, in milliseconds.
+    http_idle_timeout_ms: u64,
+    /// Time a response write may stay blocked on a non-reading client, in milliseconds.
+    http_write_timeout_ms: u64,
     /// Time an agent has to complete its handshake, in milliseconds.
-    pub handshake_timeout_ms: Option<u64>,
+    handshake_timeout_ms: u64,
     /// Heartbeat interval, in milliseconds.
-    pub heartbeat_interval_ms: Option<u64>,
+    heartbeat_interval_ms: u64,
     /// Largest agent frame accepted, in bytes.
-    pub max_frame_bytes: Option<usize>,
+    max_frame_bytes: usize,
     /// Time shutdown waits for connections, in milliseconds.
-    pub shutdown_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: u64,
     /// Metric event streams to read (`host:port` of a metrics-exporter-tcp
     /// or tether exporter stream).
-    pub stream_source: Option<Vec<String>>,
+    stream_source: Vec<String>,
+    /// Time a stream source may send nothing before it is reported down, in milliseconds.
+    stream_stall_timeout_ms: u64,
+    /// Most series one stream source may hold.
+    stream_max_series: usize,
+    /// Most bytes one stream source may hold.
+    stream_max_bytes: usize,
 }
 
 impl RawConfig {
@@ -104,33 +160,20 @@ impl RawConfig {
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
     }
 
-    /// Fills every field unset in `self` from `lower` (`self` wins).
-    pub fn or(self, lower: RawConfig) -> RawConfig {
+    /// Both listeners on `127.0.0.1:0`, so the system picks free ports:
+    /// the start of a configuration for tests and embedding.
+    pub fn loopback() -> RawConfig {
         RawConfig {
-            http_listen: self.http_listen.or(lower.http_listen),
-            agent_listen: self.agent_listen.or(lower.agent_listen),
-            log_format: self.log_format.or(lower.log_format),
-            scrape_timeout_ms: self.scrape_timeout_ms.or(lower.scrape_timeout_ms),
-            scrape_margin_ms: self.scrape_margin_ms.or(lower.scrape_margin_ms),
-            final_push_ttl_secs: self.final_push_ttl_secs.or(lower.final_push_ttl_secs),
-            agent_token: self.agent_token.or(lower.agent_token),
-            agent_tokens_file: self.agent_tokens_file.or(lower.agent_tokens_file),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
-            max_agents: self.max_agents.or(lower.max_agents),
-            max_http_connections: self.max_http_connections.or(lower.max_http_connections),
-            handshake_timeout_ms: self.handshake_timeout_ms.or(lower.handshake_timeout_ms),
-            heartbeat_interval_ms: self.heartbeat_interval_ms.or(lower.heartbeat_interval_ms),
-            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
-            shutdown_timeout_ms: self.shutdown_timeout_ms.or(lower.shutdown_timeout_ms),
-            stream_source: self.stream_source.or(lower.stream_source),
+            http_listen: Some("127.0.0.1:0".to_owned()),
+            agent_listen: Some("127.0.0.1:0".to_owned()),
+            ..RawConfig::default()
         }
     }
 }
 
-/// TLS material, loaded and checked.
-#[derive(Debug, Clone)]
+/// The TLS files configured, as named (their contents are loaded into the
+/// listeners' TLS configurations during validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate chain file.
     pub cert: PathBuf,
@@ -140,69 +183,73 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// TLS loaded and checked: one server configuration per listener (HTTP
+/// offers h2 and http/1.1 by ALPN, the agent listener nothing).
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) files: TlsFiles,
+    pub(crate) http: Arc<rustls::ServerConfig>,
+    pub(crate) agents: Arc<rustls::ServerConfig>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP listener's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    /// Upper bound of a scrape's fan-out.
+    pub(crate) scrape_timeout: Duration,
+    /// Time kept back from the scraper's timeout.
+    pub(crate) scrape_margin: Duration,
+}
+
 /// The validated configuration the gateway runs with.
+///
+/// It cannot hold an invalid value: the only ways to make one are
+/// [`Config::from_raw`] (and [`Config::default`] / [`Config::loopback`],
+/// which go through it), and every file it names (tokens, TLS) has been
+/// read and checked by then, so every configuration error surfaces before
+/// anything binds.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address of the HTTP server.
-    pub http_listen: SocketAddr,
-    /// Address of the agent listener.
-    pub agent_listen: SocketAddr,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Upper bound of a scrape's fan-out.
-    pub scrape_timeout: Duration,
-    /// Time kept back from the scraper's timeout.
-    pub scrape_margin: Duration,
-    /// How long a final push stays served.
-    pub final_push_ttl: Duration,
-    /// Accepted agent tokens; empty means agents need none.
-    pub agent_tokens: Vec<String>,
-    /// TLS for both listeners, when configured.
-    pub tls: Option<TlsFiles>,
-    /// Cap on agent connections.
-    pub max_agents: usize,
-    /// Cap on concurrent HTTP connections.
-    pub max_http_connections: usize,
-    /// Time an agent has to complete its handshake.
-    pub handshake_timeout: Duration,
-    /// Heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Largest agent frame accepted, in bytes.
-    pub max_frame_bytes: usize,
-    /// Time shutdown waits for connections.
-    pub shutdown_timeout: Duration,
-    /// Metric event streams to read, as `host:port`.
-    pub stream_sources: Vec<String>,
+    pub(crate) log_format: LogFormat,
+    pub(crate) http: HttpSettings,
+    pub(crate) agents: crate::sources::agents::AgentSettings,
+    pub(crate) streams: crate::sources::stream::StreamSettings,
+    pub(crate) tls: Option<Tls>,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        // The defaults are constants checked by a unit test, so validation
-        // of an empty raw configuration cannot fail.
+        // The defaults are constants checked by a unit test, and name no
+        // file, so validation of an empty raw configuration cannot fail.
         Config::from_raw(RawConfig::default())
             .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
     }
 }
 
 impl Config {
-    /// Validates a merged raw configuration; reads the tokens file.
+    /// Validates a merged raw configuration; reads the tokens file and
+    /// loads the TLS files.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let http_listen = parse_addr(
             "http_listen",
             raw.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
         )?;
-        let agent_listen = parse_addr(
-            "agent_listen",
-            raw.agent_listen.as_deref().unwrap_or(DEFAULT_AGENT_LISTEN),
-        )?;
-        if http_listen == agent_listen && http_listen.port() != 0 {
-            return Err(ConfigError::Invalid {
-                key: "agent_listen",
-                message: format!(
-                    "{agent_listen} is also the HTTP address: give the two listeners different ports"
-                ),
-            });
-        }
         let scrape_timeout_ms = positive(
             "scrape_timeout_ms",
             raw.scrape_timeout_ms.unwrap_or(DEFAULT_SCRAPE_TIMEOUT_MS),
@@ -216,99 +263,49 @@ impl Config {
                 ),
             });
         }
-        let mut agent_tokens = raw.agent_token.unwrap_or_default();
-        if let Some(path) = &raw.agent_tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-                key: "agent_tokens_file",
-                message: format!("cannot read {}: {e}", path.display()),
-            })?;
-            agent_tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(str::to_owned),
-            );
-            if agent_tokens.is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: "agent_tokens_file",
-                    message: format!("{} holds no token: add one per line", path.display()),
-                });
-            }
-        }
-        if let Some(empty) = agent_tokens.iter().position(String::is_empty) {
-            return Err(ConfigError::Invalid {
-                key: "agent_token",
-                message: format!(
-                    "token number {} is empty: an empty token would admit anyone",
-                    empty + 1
-                ),
-            });
-        }
-        let tls = match (raw.tls_cert, raw.tls_key, raw.tls_client_ca) {
-            (None, None, None) => None,
-            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca,
-            }),
-            (None, _, _) | (_, None, _) => {
-                return Err(ConfigError::Invalid {
-                    key: "tls_cert",
-                    message:
-                        "TLS needs both tls_cert and tls_key (and tls_client_ca only with them)"
-                            .to_owned(),
-                });
-            }
-        };
-        let max_frame_bytes = raw.max_frame_bytes.unwrap_or(DEFAULT_MAX_FRAME_BYTES);
-        if !(1024..=(1 << 30)).contains(&max_frame_bytes) {
-            return Err(ConfigError::Invalid {
-                key: "max_frame_bytes",
-                message: format!("{max_frame_bytes} is outside 1024 to 1073741824 bytes"),
-            });
-        }
-        let stream_sources = raw.stream_source.unwrap_or_default();
-        for source in &stream_sources {
-            let valid = source.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-            });
-            if !valid {
-                return Err(ConfigError::Invalid {
-                    key: "stream_source",
-                    message: format!("\"{source}\" is not HOST:PORT, such as 127.0.0.1:5000"),
-                });
-            }
-        }
-        Ok(Config {
-            stream_sources,
-            http_listen,
-            agent_listen,
-            log_format: raw.log_format.unwrap_or_default(),
-            scrape_timeout: Duration::from_millis(scrape_timeout_ms),
-            scrape_margin: Duration::from_millis(scrape_margin_ms),
-            final_push_ttl: Duration::from_secs(
-                raw.final_push_ttl_secs
-                    .unwrap_or(DEFAULT_FINAL_PUSH_TTL_SECS),
-            ),
-            agent_tokens,
-            tls,
-            max_agents: positive_usize("max_agents", raw.max_agents.unwrap_or(DEFAULT_MAX_AGENTS))?,
-            max_http_connections: positive_usize(
+        let http = HttpSettings {
+            listen: http_listen,
+            max_connections: positive_usize(
                 "max_http_connections",
                 raw.max_http_connections
                     .unwrap_or(DEFAULT_MAX_HTTP_CONNECTIONS),
             )?,
-            handshake_timeout: Duration::from_millis(positive(
-                "handshake_timeout_ms",
-                raw.handshake_timeout_ms
-                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
-            )?),
-            heartbeat_interval: Duration::from_millis(positive(
-                "heartbeat_interval_ms",
-                raw.heartbeat_interval_ms
-                    .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS),
-            )?),
-            max_frame_bytes,
+            header_timeout: millis(
+                "http_header_timeout_ms",
+                raw.http_header_timeout_ms,
+                DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            )?,
+            idle_timeout: millis(
+                "http_idle_timeout_ms",
+                raw.http_idle_timeout_ms,
+                DEFAULT_HTTP_IDLE_TIMEOUT_MS,
+            )?,
+            write_timeout: millis(
+                "http_write_timeout_ms",
+                raw.http_write_timeout_ms,
+                DEFAULT_HTTP_WRITE_TIMEOUT_MS,
+            )?,
+            scrape_timeout: Duration::from_millis(scrape_timeout_ms),
+            scrape_margin: Duration::from_millis(scrape_margin_ms),
+        };
+        let agents = crate::sources::agents::AgentSettings::from_raw(&raw)?;
+        if agents.listen == http.listen && http.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "agent_listen",
+                message: format!(
+                    "{} is also the HTTP address: give the two listeners different ports",
+                    agents.listen
+                ),
+            });
+        }
+        let streams = crate::sources::stream::StreamSettings::from_raw(&raw)?;
+        let tls = load_tls(&raw)?;
+        Ok(Config {
+            log_format: raw.log_format.unwrap_or_default(),
+            http,
+            agents,
+            streams,
+            tls,
             shutdown_timeout: Duration::from_millis(
                 raw.shutdown_timeout_ms
                     .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS),
@@ -319,20 +316,85 @@ impl Config {
     /// A configuration for tests and embedding: both listeners on
     /// `127.0.0.1:0`, so the system picks free ports.
     pub fn loopback() -> Config {
-        Config {
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..Config::default()
-        }
+        Config::from_raw(RawConfig::loopback())
+            .unwrap_or_else(|e| unreachable!("loopback defaults are valid: {e}"))
+    }
+
+    /// The address the HTTP server binds.
+    pub fn http_listen(&self) -> SocketAddr {
+        self.http.listen
+    }
+
+    /// The address the agent listener binds.
+    pub fn agent_listen(&self) -> SocketAddr {
+        self.agents.listen
+    }
+
+    /// The log format.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
+    /// The TLS files in use, if any.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|tls| &tls.files)
     }
 
     /// Whether a listener is reachable beyond this host.
     pub fn listens_beyond_loopback(&self) -> bool {
-        !self.http_listen.ip().is_loopback() || !self.agent_listen.ip().is_loopback()
+        !self.http.listen.ip().is_loopback() || !self.agents.listen.ip().is_loopback()
+    }
+
+    /// Whether agents must prove who they are (a token or a client
+    /// certificate).
+    pub fn authenticates_agents(&self) -> bool {
+        !self.agents.tokens.is_empty()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.files.client_ca.is_some())
     }
 }
 
-fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+fn load_tls(raw: &RawConfig) -> Result<Option<Tls>, ConfigError> {
+    let files = match (&raw.tls_cert, &raw.tls_key, &raw.tls_client_ca) {
+        (None, None, None) => return Ok(None),
+        (Some(cert), Some(key), client_ca) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        },
+        (None, _, _) | (_, None, _) => {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert",
+                message: "TLS needs both tls_cert and tls_key (and tls_client_ca only with them)"
+                    .to_owned(),
+            });
+        }
+    };
+    let handshake_timeout = millis(
+        "tls_handshake_timeout_ms",
+        raw.tls_handshake_timeout_ms,
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    )?;
+    Ok(Some(Tls {
+        http: crate::tls::server_config(&files, &[b"h2", b"http/1.1"])?,
+        agents: crate::tls::server_config(&files, &[])?,
+        files,
+        handshake_timeout,
+    }))
+}
+
+/// A duration in milliseconds that must be positive.
+pub(crate) fn millis(
+    key: &'static str,
+    value: Option<u64>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(positive(key, value.unwrap_or(default))?))
+}
+
+pub(crate) fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|_| ConfigError::Invalid {
         key,
         message: format!(
@@ -341,7 +403,7 @@ fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> 
     })
 }
 
-fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
+pub(crate) fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
     if value == 0 {
         return Err(ConfigError::Invalid {
             key,
@@ -351,7 +413,7 @@ fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
     Ok(value)
 }
 
-fn positive_usize(key: &'static str, value: usize) -> Result<usize, ConfigError> {
+pub(crate) fn positive_usize(key: &'static str, value: usize) -> Result<usize, ConfigError> {
     if value == 0 {
         return Err(ConfigError::Invalid {
             key,
@@ -368,10 +430,10 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let config = Config::from_raw(RawConfig::default()).expect("defaults are valid");
-        assert_eq!(config.http_listen.port(), 9091);
-        assert_eq!(config.agent_listen.port(), 7001);
-        assert_eq!(config.final_push_ttl, Duration::from_secs(300));
-        assert!(config.agent_tokens.is_empty());
+        assert_eq!(config.http_listen().port(), 9091);
+        assert_eq!(config.agent_listen().port(), 7001);
+        assert_eq!(config.agents.final_push_ttl, Duration::from_secs(300));
+        assert!(config.agents.tokens.is_empty());
         assert!(config.listens_beyond_loopback());
         assert!(!Config::loopback().listens_beyond_loopback());
     }
@@ -482,7 +544,7 @@ mod tests {
             ..RawConfig::default()
         })
         .expect("valid");
-        assert_eq!(config.agent_tokens, ["gamma", "alpha", "beta"]);
+        assert_eq!(config.agents.tokens, ["gamma", "alpha", "beta"]);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -2,6 +2,7 @@
 
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// One setting is invalid; `key` names it as the TOML file does.
     #[error("{key}: {message}")]
@@ -14,6 +15,14 @@ pub enum ConfigError {
     /// The configuration file is not valid TOML for the gateway.
     #[error("configuration file: {0}")]
     Toml(String),
+    /// A TLS file is unusable.
+    #[error("TLS file {path}: {message}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 /// Why the gateway could not start or run.
@@ -28,14 +37,6 @@ pub enum Error {
         addr: std::net::SocketAddr,
         /// The system's error.
         source: std::io::Error,
-    },
-    /// A TLS file is unusable.
-    #[error("TLS file {path}: {message}")]
-    Tls {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
     },
     /// The configuration is invalid.
     #[error(transparent)]

@@ -11,21 +11,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tether_model::Format;
 
-use crate::merge::{SourceRef, render_merged};
+use crate::sources::{ScrapeRequest, Scope};
 use crate::state::Shared;
+use crate::view::View;
 
 /// Prometheus' header with the scrape's timeout in seconds.
 pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
 
 /// Builds the router over the gateway's shared state.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics_all))
         .route("/metrics/connected", get(metrics_connected))
         .route("/metrics/proxy", get(metrics_proxy))
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(ready))
-        .with_state(shared)
+        .route("/api/v1/sources", get(sources_status))
+        .with_state(Arc::clone(&shared));
+    for source in shared.sources.iter() {
+        if let Some(routes) = Arc::clone(source).routes() {
+            router = router.merge(routes);
+        }
+    }
+    router
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
@@ -40,13 +48,35 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Which parts an exposition includes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
-    /// Everything: agents, pushes, the gateway's own metrics.
-    All,
-    /// Connected agents only.
-    Connected,
+/// Every source's status as JSON: `[{"kind", "items": [{"id", "state",
+/// "details": {..}}]}]`, what the status page shows.
+async fn sources_status(State(shared): State<Arc<Shared>>) -> Response {
+    let status: Vec<serde_json::Value> = shared
+        .sources
+        .status()
+        .into_iter()
+        .map(|source| {
+            let items: Vec<serde_json::Value> = source
+                .items
+                .into_iter()
+                .map(|item| {
+                    let details: serde_json::Map<String, serde_json::Value> = item
+                        .details
+                        .into_iter()
+                        .map(|(name, value)| (name.to_owned(), serde_json::Value::String(value)))
+                        .collect();
+                    serde_json::json!({"id": item.id, "state": item.state, "details": details})
+                })
+                .collect();
+            serde_json::json!({"kind": source.kind, "items": items})
+        })
+        .collect();
+    let mut response = serde_json::Value::Array(status).to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn metrics_all(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -58,85 +88,29 @@ async fn metrics_connected(State(shared): State<Arc<Shared>>, headers: HeaderMap
 }
 
 async fn metrics_proxy(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let negotiated = Negotiated::from_headers(&headers);
-    let families = shared.self_families();
-    render_response(negotiated, move |out| {
-        render_merged(
-            &[SourceRef {
-                families: &families,
-                target: None,
-            }],
-            negotiated.format,
-            out,
-        );
-    })
-    .await
+    exposition(shared, &headers, Scope::Gateway).await
 }
 
+/// One exposition: every source asked for its parts within the scrape's
+/// deadline, one view built from them, rendered as the scraper asked.
 async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> Response {
     let negotiated = Negotiated::from_headers(headers);
     let timeout = scrape_timeout(
         headers,
-        shared.config.scrape_timeout,
-        shared.config.scrape_margin,
+        shared.config.http.scrape_timeout,
+        shared.config.http.scrape_margin,
     );
     let started = Instant::now();
-    let round = shared.scraper.scrape(timeout).await;
-    let pushes = match scope {
-        Scope::All => shared.registry.pushes_to_serve(Instant::now()),
-        Scope::Connected => Vec::new(),
+    let request = ScrapeRequest {
+        scope,
+        deadline: tokio::time::Instant::now() + timeout,
     };
-    let self_families = match scope {
-        Scope::All => shared.self_families(),
-        Scope::Connected => Vec::new(),
-    };
-    let streams: Vec<(bool, Vec<tether_model::MetricFamily>)> = match scope {
-        Scope::All => shared.stream_sources.iter().map(|s| s.snapshot()).collect(),
-        Scope::Connected => Vec::new(),
-    };
-    let telemetry = Arc::clone(&shared);
+    let parts = shared.sources.collect(request).await;
+    let telemetry = Arc::clone(&shared.telemetry);
     let response = render_response(negotiated, move |out| {
-        let mut synthetic = vec![round.up_family(), round.duration_family()];
-        if !streams.is_empty() {
-            let sources: Vec<_> = streams
-                .iter()
-                .zip(&telemetry.stream_sources)
-                .map(|((connected, _), source)| (*connected, source.as_ref()))
-                .collect();
-            synthetic.extend(crate::stream_source::source_families(&sources));
-        }
-        let mut sources: Vec<SourceRef<'_>> =
-            Vec::with_capacity(round.results.len() + pushes.len() + 2);
-        for result in &round.results {
-            if let Ok(families) = &result.outcome {
-                sources.push(SourceRef {
-                    families,
-                    target: Some(&result.agent.target),
-                });
-            }
-        }
-        for ((_, families), source) in streams.iter().zip(&telemetry.stream_sources) {
-            sources.push(SourceRef {
-                families,
-                target: Some(source.target()),
-            });
-        }
-        for (_, pushed) in &pushes {
-            sources.push(SourceRef {
-                families: &pushed.families,
-                target: Some(&pushed.target),
-            });
-        }
-        sources.push(SourceRef {
-            families: &synthetic,
-            target: None,
-        });
-        sources.push(SourceRef {
-            families: &self_families,
-            target: None,
-        });
-        let stats = render_merged(&sources, negotiated.format, out);
-        telemetry.telemetry.record_scrape(&round, stats);
+        let view = View::build(parts);
+        view.render(negotiated.format, out);
+        telemetry.record_view(&view.stats());
     })
     .await;
     shared.telemetry.record_scrape_duration(started.elapsed());

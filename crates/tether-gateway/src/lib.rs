@@ -1,27 +1,29 @@
-//! The tether gateway as a library: configuration, listeners, dial-out
-//! agents pulled on every scrape, the merged exposition and its HTTP routes.
+//! The tether gateway as a library: configuration, listeners, sources
+//! (dial-out agents pulled on every scrape, stream sources, the gateway's
+//! own metrics), the merged view and its HTTP routes.
 //!
 //! The `tether` binary parses arguments and calls into this crate; nothing
 //! here installs a global recorder or tracing subscriber.
 
-mod agent_conn;
-mod agents;
 mod config;
 mod error;
 mod http;
-mod merge;
-mod scrape;
+mod http_conn;
 mod server;
+mod sources;
 mod state;
-mod stream_source;
 mod telemetry;
 mod tls;
+mod view;
 
 pub use config::{
     Config, DEFAULT_AGENT_LISTEN, DEFAULT_FINAL_PUSH_TTL_SECS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
     DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HTTP_LISTEN, DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_SCRAPE_MARGIN_MS,
-    DEFAULT_SCRAPE_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, LogFormat, RawConfig, TlsFiles,
+    DEFAULT_SCRAPE_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+    DEFAULT_HTTP_IDLE_TIMEOUT_MS, DEFAULT_HTTP_WRITE_TIMEOUT_MS, DEFAULT_STREAM_MAX_BYTES,
+    DEFAULT_STREAM_MAX_SERIES, DEFAULT_STREAM_STALL_TIMEOUT_MS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    LogFormat, RawConfig, TlsFiles,
 };
 pub use error::{ConfigError, Error};
 pub use server::{Gateway, SelfMetrics};

@@ -7,9 +7,9 @@ use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
 };
 
-use crate::agents::ScrapeFailure;
-use crate::merge::MergeStats;
-use crate::scrape::Round;
+use crate::sources::agents::registry::ScrapeFailure;
+use crate::sources::agents::scrape::Round;
+use crate::view::{DropReason, Drops, ViewStats};
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -58,6 +58,34 @@ impl RejectKind {
     }
 }
 
+/// Why the gateway closed an HTTP connection; each is a `reason` of
+/// `tether_http_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client took too long to send a request's headers.
+    HeaderTimeout,
+    /// The connection was idle between requests for too long.
+    IdleTimeout,
+    /// A response write stayed blocked on a client that does not read.
+    WriteTimeout,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 3] = [
+        CloseReason::HeaderTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::WriteTimeout,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
 /// Handles of every gateway metric. Cheap to update: each is an atomic
 /// behind the recorder's handle.
 #[derive(Debug)]
@@ -69,12 +97,13 @@ pub(crate) struct Telemetry {
     agent_timeouts: Counter,
     agent_unavailable: Counter,
     agent_errors: Counter,
-    type_conflicts: Counter,
+    dropped_series: Vec<(DropReason, Counter)>,
+    invalid_families: Counter,
     series_served: Counter,
     pushes: Counter,
     final_pushes: Counter,
     pushes_held: Gauge,
-    duplicate_series: Counter,
+    http_closed: Vec<(CloseReason, Counter)>,
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -107,7 +136,7 @@ impl Telemetry {
         describe(
             "tether_scrapes_total",
             Unit::Count,
-            "Scrapes of /metrics and /metrics/connected served.",
+            "Expositions served: /metrics, /metrics/connected and /metrics/proxy.",
             0,
         );
         describe(
@@ -123,9 +152,15 @@ impl Telemetry {
             0,
         );
         describe(
-            "tether_merge_type_conflicts_total",
+            "tether_merge_dropped_series_total",
             Unit::Count,
-            "Families left out of a scrape because their type conflicted with another source's.",
+            "Series left out to keep the exposition valid, by reason: duplicate, type_conflict, name_collision (a written name taken by another family), reserved_name (tether_*), reserved_label (le, quantile, __*).",
+            0,
+        );
+        describe(
+            "tether_agent_invalid_families_total",
+            Unit::Count,
+            "Families in agents' answers and pushes that were not valid Prometheus families, left out.",
             0,
         );
         describe(
@@ -147,9 +182,9 @@ impl Telemetry {
             1,
         );
         describe(
-            "tether_agent_duplicate_series_total",
+            "tether_http_connections_closed_total",
             Unit::Count,
-            "Series an agent sent twice in one answer, dropped to keep the exposition valid.",
+            "HTTP connections the gateway closed, by reason: header_timeout, idle_timeout, write_timeout.",
             0,
         );
         let counter = |name: &'static str, labels: Vec<Label>| {
@@ -188,12 +223,35 @@ impl Telemetry {
             agent_timeouts: failure("timeout"),
             agent_unavailable: failure("unavailable"),
             agent_errors: failure("error"),
-            type_conflicts: counter("tether_merge_type_conflicts_total", vec![]),
+            dropped_series: DropReason::ALL
+                .into_iter()
+                .map(|reason| {
+                    (
+                        reason,
+                        counter(
+                            "tether_merge_dropped_series_total",
+                            vec![Label::new("reason", reason.as_str())],
+                        ),
+                    )
+                })
+                .collect(),
+            invalid_families: counter("tether_agent_invalid_families_total", vec![]),
             series_served: counter("tether_series_served_total", vec![]),
             pushes: push("false"),
             final_pushes: push("true"),
             pushes_held: recorder.register_gauge(&key("tether_pushes_held", vec![]), &METADATA),
-            duplicate_series: counter("tether_agent_duplicate_series_total", vec![]),
+            http_closed: CloseReason::ALL
+                .into_iter()
+                .map(|reason| {
+                    (
+                        reason,
+                        counter(
+                            "tether_http_connections_closed_total",
+                            vec![Label::new("reason", reason.as_str())],
+                        ),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -228,16 +286,26 @@ impl Telemetry {
         }
     }
 
-    /// An agent's answer held series twice.
-    pub(crate) fn duplicate_series(&self, n_series: u64) {
-        self.duplicate_series.increment(n_series);
+    /// Families of an agent's answer or push were invalid.
+    pub(crate) fn invalid_families(&self, n_families: u64) {
+        self.invalid_families.increment(n_families);
     }
 
-    /// A scrape's round and merge finished.
-    pub(crate) fn record_scrape(&self, round: &Round, stats: MergeStats) {
-        self.scrapes.increment(1);
-        self.type_conflicts.increment(stats.type_conflicts);
-        self.series_served.increment(stats.series);
+    /// Series left out while normalizing a source's families or merging.
+    pub(crate) fn record_drops(&self, drops: &Drops) {
+        if drops.is_empty() {
+            return;
+        }
+        for (reason, counter) in &self.dropped_series {
+            let n = drops.get(*reason);
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+    }
+
+    /// A round of agent scrapes finished.
+    pub(crate) fn record_round(&self, round: &Round) {
         for result in &round.results {
             match &result.outcome {
                 Ok(_) => {}
@@ -245,6 +313,20 @@ impl Telemetry {
                 Err(ScrapeFailure::Unavailable) => self.agent_unavailable.increment(1),
                 Err(ScrapeFailure::Failed(_)) => self.agent_errors.increment(1),
             }
+        }
+    }
+
+    /// A scrape's view was built and rendered.
+    pub(crate) fn record_view(&self, stats: &ViewStats) {
+        self.scrapes.increment(1);
+        self.series_served.increment(stats.series);
+        self.record_drops(&stats.drops);
+    }
+
+    /// The gateway closed an HTTP connection.
+    pub(crate) fn http_connection_closed(&self, reason: CloseReason) {
+        if let Some((_, counter)) = self.http_closed.iter().find(|(r, _)| *r == reason) {
+            counter.increment(1);
         }
     }
 

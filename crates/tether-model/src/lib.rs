@@ -8,6 +8,7 @@
 mod error;
 mod lint;
 mod model;
+mod names;
 mod parse;
 mod proto;
 mod render;
@@ -17,6 +18,10 @@ pub use lint::{Lint, lint};
 pub use model::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
     Summary, Value, is_valid_label_name, is_valid_metric_name,
+};
+pub use names::{
+    KeptNames, NameCollision, ReservedLabel, exposition_names, family_key, keys_collide,
+    name_collisions, reserved_label, sample_suffixes, sanitize_label_name, sanitize_metric_name,
 };
 pub use parse::{
     Checked, DEFAULT_MAX_FAMILIES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_LINE_BYTES,

@@ -69,6 +69,10 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
 
+    /// Time a TLS handshake may take on either listener [default: 5000].
+    #[arg(long, env = "TETHER_TLS_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    tls_handshake_timeout_ms: Option<u64>,
+
     /// Most agents connected at once [default: 10000].
     #[arg(long, env = "TETHER_MAX_AGENTS", value_name = "N")]
     max_agents: Option<usize>,
@@ -76,6 +80,18 @@ pub(crate) struct GatewayArgs {
     /// Most HTTP connections at once [default: 1024].
     #[arg(long, env = "TETHER_MAX_HTTP_CONNECTIONS", value_name = "N")]
     max_http_connections: Option<usize>,
+
+    /// Time an HTTP client has to send a request's headers; a silent or slow sender is closed [default: 5000].
+    #[arg(long, env = "TETHER_HTTP_HEADER_TIMEOUT_MS", value_name = "MS")]
+    http_header_timeout_ms: Option<u64>,
+
+    /// Time an HTTP connection may stay idle between requests [default: 60000].
+    #[arg(long, env = "TETHER_HTTP_IDLE_TIMEOUT_MS", value_name = "MS")]
+    http_idle_timeout_ms: Option<u64>,
+
+    /// Time a response may wait on a client that does not read it; then it is dropped [default: 10000].
+    #[arg(long, env = "TETHER_HTTP_WRITE_TIMEOUT_MS", value_name = "MS")]
+    http_write_timeout_ms: Option<u64>,
 
     /// Time an agent has to complete its handshake [default: 5000].
     #[arg(long, env = "TETHER_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
@@ -101,6 +117,18 @@ pub(crate) struct GatewayArgs {
         value_delimiter = ','
     )]
     stream_source: Option<Vec<String>>,
+
+    /// Time a stream source may send nothing before it is reported down and redialed [default: 300000].
+    #[arg(long, env = "TETHER_STREAM_STALL_TIMEOUT_MS", value_name = "MS")]
+    stream_stall_timeout_ms: Option<u64>,
+
+    /// Most series one stream source may hold [default: 100000].
+    #[arg(long, env = "TETHER_STREAM_MAX_SERIES", value_name = "N")]
+    stream_max_series: Option<usize>,
+
+    /// Most bytes of names, labels and help one stream source may hold [default: 67108864].
+    #[arg(long, env = "TETHER_STREAM_MAX_BYTES", value_name = "BYTES")]
+    stream_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +162,13 @@ impl GatewayArgs {
             max_frame_bytes: self.max_frame_bytes,
             shutdown_timeout_ms: self.shutdown_timeout_ms,
             stream_source: self.stream_source.clone(),
+            tls_handshake_timeout_ms: self.tls_handshake_timeout_ms,
+            http_header_timeout_ms: self.http_header_timeout_ms,
+            http_idle_timeout_ms: self.http_idle_timeout_ms,
+            http_write_timeout_ms: self.http_write_timeout_ms,
+            stream_stall_timeout_ms: self.stream_stall_timeout_ms,
+            stream_max_series: self.stream_max_series,
+            stream_max_bytes: self.stream_max_bytes,
         }
     }
 
@@ -164,7 +199,7 @@ pub(crate) fn run(args: &GatewayArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::setup::init_logging(config.log_format);
+    crate::setup::init_logging(config.log_format());
     let recorder = crate::setup::install_recorder();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

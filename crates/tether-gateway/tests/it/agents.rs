@@ -3,7 +3,9 @@
 
 use std::io::Read;
 
-use tether_gateway::Config;
+use tether_gateway::{Config, RawConfig};
+
+use crate::support::config;
 use tether_model::{Format, parse};
 use tether_proto::{Hello, Push, RejectReason, ServerKind};
 
@@ -194,10 +196,10 @@ async fn a_final_push_is_served_after_the_agent_left() {
 
 #[tokio::test]
 async fn bad_tokens_are_rejected_and_good_ones_admitted() {
-    let config = Config {
-        agent_tokens: vec!["s3cret".into(), "other".into()],
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        agent_token: Some(vec!["s3cret".into(), "other".into()]),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     let mut agent = RawAgent::connect(gateway.agents).await;
     agent
@@ -236,10 +238,10 @@ async fn unknown_versions_missing_identity_and_non_hello_first_frames_are_reject
 
 #[tokio::test]
 async fn oversized_truncated_and_garbage_frames_never_bring_the_gateway_down() {
-    let config = Config {
-        max_frame_bytes: 4096,
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        max_frame_bytes: Some(4096),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     // A Hello declared larger than the handshake allows.
     let mut agent = RawAgent::connect(gateway.agents).await;
@@ -275,10 +277,10 @@ async fn oversized_truncated_and_garbage_frames_never_bring_the_gateway_down() {
 
 #[tokio::test]
 async fn a_silent_connection_is_rejected_at_the_handshake_deadline() {
-    let config = Config {
-        handshake_timeout: std::time::Duration::from_millis(200),
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        handshake_timeout_ms: Some(200),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     let mut agent = RawAgent::connect(gateway.agents).await;
     expect_reject(&mut agent, RejectReason::HandshakeTimeout).await;
@@ -287,10 +289,10 @@ async fn a_silent_connection_is_rejected_at_the_handshake_deadline() {
 
 #[tokio::test]
 async fn agents_past_the_cap_are_told_why_and_reconnects_replace_the_old_connection() {
-    let config = Config {
-        max_agents: 1,
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        max_agents: Some(1),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     let (mut first, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
     let mut second = RawAgent::connect(gateway.agents).await;
@@ -326,10 +328,10 @@ async fn agents_ping_and_get_pong() {
 
 #[tokio::test]
 async fn a_silent_agent_is_closed_after_three_heartbeats() {
-    let config = Config {
-        heartbeat_interval: std::time::Duration::from_millis(50),
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        heartbeat_interval_ms: Some(50),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     let (mut agent, welcome) = RawAgent::hello(gateway.agents, "j", "silent", "").await;
     assert_eq!(welcome.heartbeat_interval_ms, 50);
@@ -358,10 +360,10 @@ async fn rejections_are_counted_on_the_proxy_endpoint() {
         recorder,
         families: Arc::new(move || handle.families()),
     };
-    let config = Config {
-        agent_tokens: vec!["right".into()],
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        agent_token: Some(vec!["right".into()]),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start_with(config, self_metrics).await;
     for _ in 0..2 {
         let mut agent = RawAgent::connect(gateway.agents).await;

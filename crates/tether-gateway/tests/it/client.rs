@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use tether_exporter::{AgentBuilder, AgentError, AgentState, ExporterBuilder};
-use tether_gateway::Config;
+use tether_gateway::{Config, RawConfig};
+
+use crate::support::config;
 use tether_model::{Format, parse};
 use tether_proto::RejectReason;
 
@@ -90,10 +92,10 @@ async fn agents_reconnect_after_the_gateway_restarts() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let second = TestGateway::start_at(Config {
-        agent_listen: agent_addr,
-        ..Config::loopback()
-    })
+    let second = TestGateway::start_at(config(RawConfig {
+        agent_listen: Some(agent_addr.to_string()),
+        ..RawConfig::loopback()
+    }))
     .await;
     scrape_until(&second, "the agent to reconnect", |f| {
         value_of(f, "g", &[("instance", "a-1")]) == Some(1.0)
@@ -136,10 +138,10 @@ async fn push_and_close_leaves_the_final_metrics_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_stops_the_agent_with_the_reason() {
-    let gateway = TestGateway::start(Config {
-        agent_tokens: vec!["right".into()],
-        ..Config::loopback()
-    })
+    let gateway = TestGateway::start(config(RawConfig {
+        agent_token: Some(vec!["right".into()]),
+        ..RawConfig::loopback()
+    }))
     .await;
     let agent = AgentBuilder::new(gateway.agents.to_string(), "app", "a")
         .token("wrong")

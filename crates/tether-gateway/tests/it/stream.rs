@@ -5,7 +5,9 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use metrics::{Key, Label, Level, Metadata, Recorder};
-use tether_gateway::Config;
+use tether_gateway::RawConfig;
+
+use crate::support::config;
 use tether_model::{Format, Value, parse};
 
 use crate::support::{TestGateway, get, value_of};
@@ -45,10 +47,10 @@ async fn an_unmodified_metrics_exporter_tcp_app_is_ingested() {
     // Apps describe their metrics at start-up; metrics-exporter-tcp keeps
     // descriptions and replays them to each client that connects.
     recorder.describe_counter("app.requests".into(), None, "Requests served.".into());
-    let config = Config {
-        stream_sources: vec![source.clone()],
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        stream_source: Some(vec![source.clone()]),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     // metrics-exporter-tcp sends no values on connect: wait until the
     // gateway is connected before recording.
@@ -103,10 +105,10 @@ async fn an_unreachable_stream_is_marked_down() {
         .port();
     // Nothing listens on the port once the probe listener is dropped.
     let source = format!("127.0.0.1:{port}");
-    let config = Config {
-        stream_sources: vec![source.clone()],
-        ..Config::loopback()
-    };
+    let config = config(RawConfig {
+        stream_source: Some(vec![source.clone()]),
+        ..RawConfig::loopback()
+    });
     let gateway = TestGateway::start(config).await;
     let families =
         parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tether_gateway::{Config, TlsFiles};
+use tether_gateway::{Config, RawConfig};
+
+use crate::support::config;
 use tether_proto::{FrameDecoder, Hello, ServerKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,12 +59,13 @@ impl Pki {
         }
     }
 
-    fn files(&self, mutual: bool) -> TlsFiles {
-        TlsFiles {
-            cert: self.dir.join("server.pem"),
-            key: self.dir.join("server.key"),
-            client_ca: mutual.then(|| self.dir.join("ca.pem")),
-        }
+    fn config(&self, mutual: bool) -> Config {
+        config(RawConfig {
+            tls_cert: Some(self.dir.join("server.pem")),
+            tls_key: Some(self.dir.join("server.key")),
+            tls_client_ca: mutual.then(|| self.dir.join("ca.pem")),
+            ..RawConfig::loopback()
+        })
     }
 
     fn connector(&self, with_client_cert: bool) -> TlsConnector {
@@ -112,10 +115,7 @@ async fn agent_handshake(connector: &TlsConnector, addr: std::net::SocketAddr) -
 #[tokio::test]
 async fn agents_and_scrapers_speak_tls() {
     let pki = Pki::new("plain");
-    let config = Config {
-        tls: Some(pki.files(false)),
-        ..Config::loopback()
-    };
+    let config = pki.config(false);
     let gateway = TestGateway::start(config).await;
     let connector = pki.connector(false);
     assert!(
@@ -150,10 +150,7 @@ async fn agents_and_scrapers_speak_tls() {
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = Pki::new("mutual");
-    let config = Config {
-        tls: Some(pki.files(true)),
-        ..Config::loopback()
-    };
+    let config = pki.config(true);
     let gateway = TestGateway::start(config).await;
     assert!(
         agent_handshake(&pki.connector(true), gateway.agents)
@@ -170,26 +167,19 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn unusable_tls_files_fail_at_bind_with_the_file_named() {
+#[test]
+fn unusable_tls_files_fail_validation_with_the_file_named() {
     let dir = std::env::temp_dir().join(format!("tether-tls-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("empty.pem"), "").expect("write");
-    let config = Config {
-        tls: Some(TlsFiles {
-            cert: dir.join("empty.pem"),
-            key: dir.join("missing.key"),
-            client_ca: None,
-        }),
-        ..Config::loopback()
-    };
-    let self_metrics = tether_gateway::SelfMetrics {
-        recorder: Arc::new(metrics::NoopRecorder),
-        families: Arc::new(Vec::new),
-    };
-    let error = tether_gateway::Gateway::bind(config, self_metrics)
-        .await
-        .expect_err("no certificate");
+    // The files are read while the configuration is validated, before
+    // anything binds, so a bad certificate is a configuration error.
+    let error = Config::from_raw(RawConfig {
+        tls_cert: Some(dir.join("empty.pem")),
+        tls_key: Some(dir.join("missing.key")),
+        ..RawConfig::loopback()
+    })
+    .expect_err("no certificate");
     assert!(error.to_string().contains("empty.pem"), "{error}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

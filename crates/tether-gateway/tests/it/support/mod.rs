@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tether_gateway::{Config, Error, Gateway, SelfMetrics};
+use tether_gateway::{Config, Error, Gateway, RawConfig, SelfMetrics};
 use tether_model::{Label, pb};
 use tether_proto::{ClientMessage, FrameDecoder, Hello, ServerKind, ServerMessage, Welcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Bound on every wait in these tests: a failure, never a measurement.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A validated configuration from `raw`, which tests build on
+/// [`RawConfig::loopback`].
+pub(crate) fn config(raw: RawConfig) -> Config {
+    Config::from_raw(raw).expect("a valid test configuration")
+}
 
 /// A running gateway that stops when dropped.
 pub(crate) struct TestGateway {
@@ -29,9 +35,11 @@ pub(crate) struct TestGateway {
 impl TestGateway {
     /// Starts a gateway with `config` (listeners forced onto loopback
     /// port 0) and a private recorder.
-    pub(crate) async fn start(mut config: Config) -> TestGateway {
-        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    pub(crate) async fn start(config: Config) -> TestGateway {
+        assert!(
+            config.http_listen().ip().is_loopback() && config.agent_listen().ip().is_loopback(),
+            "tests listen on loopback only"
+        );
         TestGateway::start_at(config).await
     }
 
@@ -45,9 +53,7 @@ impl TestGateway {
     }
 
     /// Starts a gateway on loopback port 0 that records into `self_metrics`.
-    pub(crate) async fn start_with(mut config: Config, self_metrics: SelfMetrics) -> TestGateway {
-        config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.agent_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    pub(crate) async fn start_with(config: Config, self_metrics: SelfMetrics) -> TestGateway {
         TestGateway::start_bound(config, self_metrics).await
     }
 

@@ -6,8 +6,6 @@
 //! signal, so no lock is held across IO and a slow agent only slows itself.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,9 +23,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::{Command, Identity, RegisterError};
-use crate::state::Shared;
+use super::AgentsSource;
+use super::registry::{Answer, Command, Identity, RegisterError};
 use crate::telemetry::RejectKind;
+use crate::view::{Drops, Families, Origin};
 
 /// Most identity labels an agent may declare.
 pub(crate) const MAX_IDENTITY_LABELS: usize = 16;
@@ -40,7 +39,7 @@ const READ_CHUNK_BYTES: usize = 2 * 1024;
 const MAX_PENDING_SCRAPES: usize = 64;
 
 /// Where a scrape's answer goes.
-type ScrapeReply = oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>;
+type ScrapeReply = oneshot::Sender<Result<Answer, String>>;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +58,14 @@ pub(crate) enum ConnectionError {
 pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<AgentsSource>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut conn = FramedConn::new(stream);
-    let config = &shared.config;
+    let config = &shared.settings;
     let hello = match tokio::time::timeout(
         config.handshake_timeout,
         conn.read_frame(MAX_HELLO_FRAME_BYTES),
@@ -123,7 +122,7 @@ where
         ))
         .await;
     };
-    if !token_accepted(&config.agent_tokens, &hello.token) {
+    if !token_accepted(&config.tokens, &hello.token) {
         return reject(
             &mut conn,
             &shared,
@@ -163,7 +162,7 @@ where
             }
         };
     let identity = Arc::clone(guard.identity());
-    let target = Arc::new(identity.target_labels());
+    let target = Arc::clone(guard.target());
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
     let heartbeat = config.heartbeat_interval;
     conn.send(&ServerMessage::from(Welcome {
@@ -207,7 +206,8 @@ where
                         // A late answer finds no waiter and is dropped.
                         if let Some(reply) = pending.remove(&response.id) {
                             let outcome = if response.error.is_empty() {
-                                Ok(Arc::new(convert(response.families, &shared)))
+                                let families = convert(response.families, &target, &shared);
+                                Ok(Answer { families: Arc::new(families), seq: shared.registry.stamp() })
                             } else {
                                 Err(response.error)
                             };
@@ -215,7 +215,7 @@ where
                         }
                     }
                     Some(ClientKind::Push(push)) => {
-                        let families = convert(push.families, &shared);
+                        let families = convert(push.families, &target, &shared);
                         shared.telemetry.push(push.r#final);
                         shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
                         conn.send(&ServerMessage::from(PushAck { id: push.id, error: String::new() })).await?;
@@ -280,7 +280,7 @@ where
 /// Sends a Reject, counts it, and ends the connection with its reason.
 async fn reject<S>(
     conn: &mut FramedConn<S>,
-    shared: &Shared,
+    shared: &AgentsSource,
     kind: RejectKind,
     message: String,
 ) -> Result<(), ConnectionError>
@@ -365,55 +365,32 @@ fn identity_of(hello: &Hello) -> Result<Identity, String> {
     Ok(Identity::new(labels))
 }
 
-/// Converts an agent's protobuf families into the model, keeping the
-/// exposition valid: invalid families and repeated series are dropped and
-/// counted, families of one name are merged.
-fn convert(families: Vec<pb::MetricFamily>, shared: &Shared) -> Vec<MetricFamily> {
+/// Converts an agent's protobuf families into the model and normalizes
+/// them for serving under `target`: invalid families, repeated series and
+/// everything else [`Families::normalize`] refuses are dropped and counted.
+fn convert(
+    families: Vec<pb::MetricFamily>,
+    target: &tether_model::TargetLabels,
+    shared: &AgentsSource,
+) -> Families {
     let mut out: Vec<MetricFamily> = Vec::with_capacity(families.len());
-    let mut by_name: HashMap<String, usize> = HashMap::with_capacity(families.len());
-    let mut dropped: u64 = 0;
+    let mut invalid: u64 = 0;
     for family in families {
-        let family = match from_proto(family) {
-            Ok(family) => family,
+        match from_proto(family) {
+            Ok(family) => out.push(family),
             Err(error) => {
                 tracing::debug!(%error, "agent family dropped");
-                dropped += 1;
-                continue;
-            }
-        };
-        match by_name.get(&family.name) {
-            Some(&index) if out[index].metric_type == family.metric_type => {
-                out[index].series.extend(family.series);
-            }
-            Some(_) => dropped += family.series.len() as u64,
-            None => {
-                by_name.insert(family.name.clone(), out.len());
-                out.push(family);
+                invalid += 1;
             }
         }
     }
-    let hasher = RandomState::new();
-    for family in &mut out {
-        let mut seen = std::collections::HashSet::with_capacity(family.series.len());
-        let before = family.series.len();
-        family.series.retain(|series| {
-            // Label order does not make a series: combine each label's
-            // keyed hash with a commutative sum, with no sort and no
-            // allocation. The random key keeps collisions out of a peer's
-            // reach.
-            let key = series
-                .labels
-                .iter()
-                .map(|l| hasher.hash_one((l.name.as_str(), l.value.as_str())))
-                .fold(0u64, u64::wrapping_add);
-            seen.insert(key)
-        });
-        dropped += (before - family.series.len()) as u64;
+    if invalid > 0 {
+        shared.telemetry.invalid_families(invalid);
     }
-    if dropped > 0 {
-        shared.telemetry.duplicate_series(dropped);
-    }
-    out
+    let mut drops = Drops::default();
+    let families = Families::normalize(out, Some(target), Origin::Peer, &mut drops);
+    shared.telemetry.record_drops(&drops);
+    families
 }
 
 /// A byte stream read and written as varint length-delimited frames.

@@ -11,9 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tether_model::{Label, MetricFamily, TargetLabels};
+use tether_model::{Label, TargetLabels};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use crate::view::Families;
 
 /// Capacity of an agent's command queue. A scrape that finds it full
 /// counts the agent as not answering rather than waiting: an agent that
@@ -59,6 +61,16 @@ fn rank(name: &str) -> u8 {
     }
 }
 
+/// An agent's answer to a scrape, normalized, with the registry's stamp
+/// of when it arrived (see [`Registry::stamp`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// The families.
+    pub(crate) families: Arc<Families>,
+    /// When it arrived, in the registry's order of events.
+    pub(crate) seq: u64,
+}
+
 /// A request from a scrape to a connection task.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -67,7 +79,7 @@ pub(crate) enum Command {
         /// How long the agent has.
         timeout: Duration,
         /// Where the families go.
-        reply: oneshot::Sender<Result<Arc<Vec<MetricFamily>>, String>>,
+        reply: oneshot::Sender<Result<Answer, String>>,
     },
 }
 
@@ -98,7 +110,7 @@ impl AgentHandle {
     pub(crate) async fn scrape(
         &self,
         timeout: Duration,
-    ) -> Result<Arc<Vec<MetricFamily>>, ScrapeFailure> {
+    ) -> Result<Answer, ScrapeFailure> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .try_send(Command::Scrape { timeout, reply })
@@ -117,9 +129,22 @@ pub(crate) struct Pushed {
     /// The rendered identity.
     pub(crate) target: Arc<TargetLabels>,
     /// The families.
-    pub(crate) families: Arc<Vec<MetricFamily>>,
+    pub(crate) families: Arc<Families>,
     /// When they stop being served.
     pub(crate) expires: Instant,
+    /// When they arrived, in the registry's order of events.
+    pub(crate) seq: u64,
+}
+
+/// A push held, as a scrape sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldPush {
+    /// Whose it is.
+    pub(crate) identity: Arc<Identity>,
+    /// What was pushed.
+    pub(crate) pushed: Pushed,
+    /// Whether an agent of that identity is connected now.
+    pub(crate) connected: bool,
 }
 
 #[derive(Debug)]
@@ -144,6 +169,9 @@ struct State {
 pub(crate) struct Registry {
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// The order of answers, pushes and rounds: a scrape compares stamps
+    /// to tell which of an agent's answer and its push is newer.
+    next_seq: AtomicU64,
 }
 
 /// Why an agent could not register.
@@ -154,6 +182,11 @@ pub(crate) enum RegisterError {
 }
 
 impl Registry {
+    /// The next stamp in the order of events; stamps only grow.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Registers an agent; an agent already connected with the same
     /// identity is told to close, as it is most likely the dead half of a
     /// reconnect. Returns the handle, the guard that unregisters on drop,
@@ -172,6 +205,7 @@ impl Registry {
             identity: Arc::clone(&identity),
             commands,
         };
+        let handle_for_entry = handle.clone();
         let mut state = self.state.lock();
         let replaced = state.by_identity.get(&identity).copied();
         if replaced.is_none() && state.agents.len() >= max_agents {
@@ -183,12 +217,20 @@ impl Registry {
         state.by_identity.insert(Arc::clone(&identity), id);
         // A live agent supersedes what it pushed before.
         state.pushed.remove(&identity);
-        state.agents.insert(id, Entry { handle, close });
+        state.agents.insert(
+            id,
+            Entry {
+                handle: handle_for_entry,
+                close,
+            },
+        );
+        let target = Arc::clone(&handle.target);
         Ok((
             AgentGuard {
                 registry: Arc::clone(self),
                 id,
                 identity,
+                target,
             },
             receiver,
         ))
@@ -214,13 +256,14 @@ impl Registry {
         &self,
         identity: &Arc<Identity>,
         target: &Arc<TargetLabels>,
-        families: Vec<MetricFamily>,
+        families: Families,
         ttl: Duration,
     ) {
         let pushed = Pushed {
             target: Arc::clone(target),
             families: Arc::new(families),
             expires: Instant::now() + ttl,
+            seq: self.stamp(),
         };
         self.state
             .lock()
@@ -228,19 +271,23 @@ impl Registry {
             .insert(Arc::clone(identity), pushed);
     }
 
-    /// Unexpired pushes of agents that are not connected (a connected
-    /// agent is scraped instead), in identity order; drops expired ones.
-    pub(crate) fn pushes_to_serve(&self, now: Instant) -> Vec<(Arc<Identity>, Pushed)> {
+    /// Every unexpired push, in identity order, with whether its agent is
+    /// connected; drops expired ones. Which of a push and a live answer is
+    /// served is the scrape's decision (`super::choose_parts`).
+    pub(crate) fn pushes(&self, now: Instant) -> Vec<HeldPush> {
         let mut state = self.state.lock();
         state.pushed.retain(|_, pushed| pushed.expires > now);
-        let mut pushes: Vec<(Arc<Identity>, Pushed)> = state
+        let mut pushes: Vec<HeldPush> = state
             .pushed
             .iter()
-            .filter(|(identity, _)| !state.by_identity.contains_key(*identity))
-            .map(|(identity, pushed)| (Arc::clone(identity), pushed.clone()))
+            .map(|(identity, pushed)| HeldPush {
+                identity: Arc::clone(identity),
+                pushed: pushed.clone(),
+                connected: state.by_identity.contains_key(identity),
+            })
             .collect();
         drop(state);
-        pushes.sort_by(|a, b| a.0.cmp(&b.0));
+        pushes.sort_by(|a, b| a.identity.cmp(&b.identity));
         pushes
     }
 
@@ -257,12 +304,18 @@ pub(crate) struct AgentGuard {
     registry: Arc<Registry>,
     id: u64,
     identity: Arc<Identity>,
+    target: Arc<TargetLabels>,
 }
 
 impl AgentGuard {
     /// The registered identity.
     pub(crate) fn identity(&self) -> &Arc<Identity> {
         &self.identity
+    }
+
+    /// The identity as target labels, rendered once.
+    pub(crate) fn target(&self) -> &Arc<TargetLabels> {
+        &self.target
     }
 }
 
@@ -344,29 +397,25 @@ mod tests {
     }
 
     #[test]
-    fn pushes_are_served_while_the_agent_is_away_and_until_they_expire() {
+    fn pushes_are_held_until_they_expire_and_say_whether_their_agent_is_connected() {
         let registry = Arc::new(Registry::default());
         let id = Arc::new(identity("batch", "b1"));
         let target = Arc::new(id.target_labels());
-        registry.store_push(
-            &id,
-            &target,
-            vec![MetricFamily::new("done", tether_model::MetricType::Gauge)],
-            Duration::from_secs(60),
-        );
+        registry.store_push(&id, &target, Families::empty(), Duration::from_secs(60));
         let now = Instant::now();
-        assert_eq!(registry.pushes_to_serve(now).len(), 1);
-        // While an agent of that identity is connected it is scraped instead.
+        let held = registry.pushes(now);
+        assert_eq!(held.len(), 1);
+        assert!(!held[0].connected);
+        // A reconnect supersedes the push.
         let (guard, _rx) = registry
             .register((*id).clone(), 10, CancellationToken::new())
             .expect("room");
-        assert_eq!(registry.pushes_to_serve(now).len(), 0);
+        assert_eq!(registry.pushes(now).len(), 0);
+        registry.store_push(&id, &target, Families::empty(), Duration::from_secs(60));
+        assert!(registry.pushes(now)[0].connected);
         drop(guard);
-        registry.store_push(&id, &target, vec![], Duration::from_secs(60));
         assert_eq!(
-            registry
-                .pushes_to_serve(now + Duration::from_secs(61))
-                .len(),
+            registry.pushes(now + Duration::from_secs(61)).len(),
             0,
             "expired"
         );

@@ -23,6 +23,65 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{
+    DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_SERIES, DEFAULT_STREAM_STALL_TIMEOUT_MS,
+    RawConfig, millis, positive_usize,
+};
+use crate::error::ConfigError;
+use crate::sources::{Part, ScrapeRequest, Scope, Source, SourceStatus, StatusItem};
+use crate::view::{Drops, Families, Origin};
+
+/// The stream sources' section of the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSettings {
+    /// The streams to read, as `host:port`, each once.
+    pub(crate) addresses: Vec<String>,
+    /// Time a source may send nothing before it is reported down.
+    pub(crate) stall_timeout: Duration,
+    /// Most series one source may hold.
+    pub(crate) max_series: usize,
+    /// Most bytes one source may hold.
+    pub(crate) max_bytes: usize,
+}
+
+impl StreamSettings {
+    /// Validates the stream settings of `raw`.
+    pub(crate) fn from_raw(raw: &RawConfig) -> Result<StreamSettings, ConfigError> {
+        let mut addresses: Vec<String> = Vec::new();
+        for source in raw.stream_source.iter().flatten() {
+            let valid = source.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "stream_source",
+                    message: format!("\"{source}\" is not HOST:PORT, such as 127.0.0.1:5000"),
+                });
+            }
+            // One reader per address: two would serve the same series twice.
+            if !addresses.contains(source) {
+                addresses.push(source.clone());
+            }
+        }
+        Ok(StreamSettings {
+            addresses,
+            stall_timeout: millis(
+                "stream_stall_timeout_ms",
+                raw.stream_stall_timeout_ms,
+                DEFAULT_STREAM_STALL_TIMEOUT_MS,
+            )?,
+            max_series: positive_usize(
+                "stream_max_series",
+                raw.stream_max_series.unwrap_or(DEFAULT_STREAM_MAX_SERIES),
+            )?,
+            max_bytes: positive_usize(
+                "stream_max_bytes",
+                raw.stream_max_bytes.unwrap_or(DEFAULT_STREAM_MAX_BYTES),
+            )?,
+        })
+    }
+}
+
 /// Largest event frame accepted; events are a few hundred bytes at most.
 const MAX_EVENT_FRAME_BYTES: usize = 1 << 20;
 /// Most series one source may create; events for new series past it are
@@ -261,22 +320,20 @@ fn sanitize_label_name(name: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct StreamSource {
     address: String,
-    target: TargetLabels,
+    target: Arc<TargetLabels>,
     state: Mutex<SourceState>,
 }
 
 impl StreamSource {
-    pub(crate) fn new(address: String) -> StreamSource {
+    pub(crate) fn new(address: String, _settings: &StreamSettings) -> StreamSource {
         StreamSource {
-            target: TargetLabels::new(vec![Label::new("instance", address.clone())]),
+            target: Arc::new(TargetLabels::new(vec![Label::new(
+                "instance",
+                address.clone(),
+            )])),
             address,
             state: Mutex::new(SourceState::default()),
         }
-    }
-
-    /// The source's labels, added to its series.
-    pub(crate) fn target(&self) -> &TargetLabels {
-        &self.target
     }
 
     /// Whether the source is connected, and its families (empty while it
@@ -352,6 +409,55 @@ impl StreamSource {
                 Ok(_) => {}
                 Err(error) => return format!("read: {error}"),
             }
+        }
+    }
+}
+
+impl Source for StreamSource {
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+
+    fn run(self: Arc<Self>, shutdown: CancellationToken) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(StreamSource::run(self, shutdown))
+    }
+
+    fn collect(&self, request: ScrapeRequest) -> futures::future::BoxFuture<'_, Vec<Part>> {
+        Box::pin(async move {
+            if request.scope != Scope::All {
+                return Vec::new();
+            }
+            let (connected, families) = self.snapshot();
+            let mut drops = Drops::default();
+            let own = Families::normalize(
+                source_families(&[(connected, self)]).into(),
+                None,
+                Origin::Gateway,
+                &mut drops,
+            );
+            let families = Families::normalize(families, Some(&self.target), Origin::Peer, &mut drops);
+            vec![
+                Part {
+                    families: Arc::new(families),
+                    target: Some(Arc::clone(&self.target)),
+                },
+                Part {
+                    families: Arc::new(own),
+                    target: None,
+                },
+            ]
+        })
+    }
+
+    fn status(&self) -> SourceStatus {
+        let state = self.state.lock();
+        SourceStatus {
+            kind: "stream",
+            items: vec![StatusItem {
+                id: self.address.clone(),
+                state: if state.connected { "connected" } else { "down" },
+                details: vec![("series", state.series.len().to_string())],
+            }],
         }
     }
 }

@@ -9,7 +9,7 @@ use futures::future::{BoxFuture, Shared, join_all};
 use parking_lot::Mutex;
 use tether_model::{MetricFamily, MetricType, Series, Value};
 
-use crate::agents::{AgentHandle, Registry, ScrapeFailure};
+use super::registry::{AgentHandle, Answer, Registry, ScrapeFailure};
 
 /// The outcome of asking one agent.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub(crate) struct AgentResult {
     /// The agent asked.
     pub(crate) agent: AgentHandle,
     /// Its families, or why there are none.
-    pub(crate) outcome: Result<Arc<Vec<MetricFamily>>, ScrapeFailure>,
+    pub(crate) outcome: Result<Answer, ScrapeFailure>,
     /// How long it took to answer (or to fail).
     pub(crate) duration: Duration,
 }
@@ -27,6 +27,8 @@ pub(crate) struct AgentResult {
 pub(crate) struct Round {
     /// The results, in identity order.
     pub(crate) results: Vec<AgentResult>,
+    /// The registry's stamp when the round began.
+    pub(crate) started_seq: u64,
 }
 
 impl Round {
@@ -115,7 +117,11 @@ impl Scraper {
                     running.round.clone()
                 }
                 _ => {
-                    let round = start_round(self.registry.agents(), deadline);
+                    let round = start_round(
+                        self.registry.agents(),
+                        self.registry.stamp(),
+                        deadline,
+                    );
                     *slot = Some(InFlight {
                         deadline,
                         round: round.clone(),
@@ -141,7 +147,7 @@ impl Scraper {
 
 /// Spawns the fan-out so that it completes even if the scrape that
 /// started it goes away while others wait on it.
-fn start_round(agents: Vec<AgentHandle>, deadline: Instant) -> SharedRound {
+fn start_round(agents: Vec<AgentHandle>, started_seq: u64, deadline: Instant) -> SharedRound {
     let task = tokio::spawn(async move {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let results = join_all(agents.into_iter().map(|agent| async move {
@@ -154,7 +160,10 @@ fn start_round(agents: Vec<AgentHandle>, deadline: Instant) -> SharedRound {
             }
         }))
         .await;
-        Arc::new(Round { results })
+        Arc::new(Round {
+            results,
+            started_seq,
+        })
     });
     async move {
         // The task only panics if an agent's scrape future does, which
@@ -162,6 +171,7 @@ fn start_round(agents: Vec<AgentHandle>, deadline: Instant) -> SharedRound {
         task.await.unwrap_or_else(|_| {
             Arc::new(Round {
                 results: Vec::new(),
+                started_seq,
             })
         })
     }
@@ -172,7 +182,8 @@ fn start_round(agents: Vec<AgentHandle>, deadline: Instant) -> SharedRound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::{Command, Identity};
+    use crate::sources::agents::registry::{Command, Identity};
+    use crate::view::Families;
     use tether_model::Label;
     use tokio_util::sync::CancellationToken;
 
@@ -190,10 +201,10 @@ mod tests {
             let Some(Command::Scrape { reply, .. }) = commands.recv().await else {
                 panic!("the agent is asked once");
             };
-            let _ = reply.send(Ok(Arc::new(vec![MetricFamily::new(
-                "g",
-                MetricType::Gauge,
-            )])));
+            let _ = reply.send(Ok(Answer {
+                families: Arc::new(Families::empty()),
+                seq: 1,
+            }));
         };
         let timeout = Duration::from_secs(30);
         let (first, second, ()) =

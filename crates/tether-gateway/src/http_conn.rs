@@ -1,0 +1,329 @@
+//! One HTTP connection with deadlines: TLS handshake, request headers,
+//! idle keep-alive, and a response write blocked on a client that does not
+//! read. hyper serves the connection; this module decides when it ends.
+//!
+//! The IO is wrapped in [`Deadlined`], which notes when bytes move and
+//! fails a write blocked past the write deadline. The service is wrapped
+//! so that the connection knows whether a request is in flight. A
+//! watchdog beside the connection closes it when a client is waiting too
+//! long to send headers (a silent new connection, a one-byte-a-second
+//! sender) or has sent nothing for the idle timeout between requests.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::{CloseReason, Telemetry};
+
+/// The deadlines of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// From accept (or the end of the last request) to a request's complete
+    /// headers, when the client has started sending or never sent one.
+    pub(crate) header: Duration,
+    /// Between requests, with nothing in flight and no byte moving.
+    pub(crate) idle: Duration,
+    /// A write blocked on a client that does not read.
+    pub(crate) write: Duration,
+}
+
+/// What the IO, the service and the watchdog of one connection share.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    /// Requests being answered now.
+    in_flight: AtomicUsize,
+    /// Milliseconds since `base` when the connection began waiting for a
+    /// request: at accept, then at the end of each request.
+    waiting_since_ms: AtomicU64,
+    /// Whether bytes arrived since then (a request has begun).
+    read_since_wait: AtomicBool,
+    /// Whether a request has been answered on this connection.
+    served: AtomicBool,
+    /// Milliseconds since `base` of the last byte read or written.
+    last_byte_ms: AtomicU64,
+    /// Set when a write passed its deadline.
+    write_timed_out: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            waiting_since_ms: AtomicU64::new(0),
+            read_since_wait: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            last_byte_ms: AtomicU64::new(0),
+            write_timed_out: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    fn touch(&self) {
+        self.last_byte_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the connection should be closed if nothing changes, and why.
+    fn deadline(&self, deadlines: &Deadlines) -> Option<(Instant, CloseReason)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let waiting_since = self.waiting_since_ms.load(Ordering::Acquire);
+        if self.read_since_wait.load(Ordering::Acquire) || !self.served.load(Ordering::Acquire) {
+            return Some((self.at(waiting_since) + deadlines.header, CloseReason::HeaderTimeout));
+        }
+        let last = waiting_since.max(self.last_byte_ms.load(Ordering::Relaxed));
+        Some((self.at(last) + deadlines.idle, CloseReason::IdleTimeout))
+    }
+}
+
+/// Marks a request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.served.store(true, Ordering::Release);
+        activity.read_since_wait.store(false, Ordering::Release);
+        activity
+            .waiting_since_ms
+            .store(activity.now_ms(), Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// IO that notes activity and fails writes blocked past a deadline.
+struct Deadlined<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    write_timeout: Duration,
+    write_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Deadlined<S> {
+    /// Called when a write returned Pending: arms the timer, and fails the
+    /// write once it fires.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let timeout = self.write_timeout;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.write_timer = None;
+            self.activity.write_timed_out.store(true, Ordering::Release);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read the response within the write deadline",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn wrote(&mut self, result: io::Result<usize>) -> Poll<io::Result<usize>> {
+        self.write_timer = None;
+        if matches!(result, Ok(n) if n > 0) {
+            self.activity.touch();
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deadlined<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+            this.activity.read_since_wait.store(true, Ordering::Release);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => this.wrote(result),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => this.wrote(result),
+            Poll::Pending => this.blocked(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `stream` until the client leaves, a
+/// deadline passes or `shutdown` asks the connection to finish.
+pub(crate) async fn serve<S>(
+    stream: S,
+    router: axum::Router,
+    deadlines: Deadlines,
+    shutdown: CancellationToken,
+    telemetry: Arc<Telemetry>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = Deadlined {
+        inner: stream,
+        activity: Arc::clone(&activity),
+        write_timeout: deadlines.write,
+        write_timer: None,
+    };
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = InFlight::enter(&activity);
+            let response = tower::ServiceExt::oneshot(router.clone(), request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        })
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let result = drive(connection, &activity, deadlines, shutdown, &telemetry).await;
+    if activity.write_timed_out.load(Ordering::Acquire) {
+        telemetry.http_connection_closed(CloseReason::WriteTimeout);
+    }
+    result
+}
+
+/// Runs the connection beside its watchdog.
+async fn drive<C>(
+    connection: C,
+    activity: &Activity,
+    deadlines: Deadlines,
+    shutdown: CancellationToken,
+    telemetry: &Telemetry,
+) -> Result<(), String>
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        // With a request in flight there is no header or idle deadline; look
+        // again after a while (the write deadline covers a stuck response).
+        let (wake, reason) = activity
+            .deadline(&deadlines)
+            .map_or((Instant::now() + deadlines.header, None), |(at, reason)| {
+                (at, Some(reason))
+            });
+        tokio::select! {
+            result = connection.as_mut() => return result.map_err(|e| e.to_string()),
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(wake) => {
+                let Some(reason) = reason else { continue };
+                // Still due? A request may have begun meanwhile.
+                match activity.deadline(&deadlines) {
+                    Some((at, now_reason)) if at <= Instant::now() && now_reason == reason => {
+                        telemetry.http_connection_closed(reason);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Finish what is in flight (nothing, when a deadline passed), but no
+    // longer than a write may take.
+    connection.as_mut().graceful_shutdown();
+    match tokio::time::timeout(deadlines.write, connection.as_mut()).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("the connection did not finish in time after being asked to close".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_the_state_of_the_connection() {
+        let deadlines = Deadlines {
+            header: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+            write: Duration::from_secs(10),
+        };
+        let activity = Arc::new(Activity::new());
+        // A new connection has the header deadline.
+        let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
+        assert_eq!(reason, CloseReason::HeaderTimeout);
+        assert_eq!(at, activity.base + deadlines.header);
+        // None while a request is in flight.
+        let request = InFlight::enter(&activity);
+        assert!(activity.deadline(&deadlines).is_none());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(request);
+        // After a request, the idle deadline from its end.
+        let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
+        assert_eq!(reason, CloseReason::IdleTimeout);
+        assert_eq!(at, activity.base + Duration::from_secs(90));
+        // A byte of a next request brings the header deadline back.
+        activity.read_since_wait.store(true, Ordering::Release);
+        let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
+        assert_eq!(reason, CloseReason::HeaderTimeout);
+        assert_eq!(at, activity.base + Duration::from_secs(35));
+    }
+}

@@ -1,0 +1,146 @@
+//! Sources: everything the gateway serves comes from one of them.
+//!
+//! A source owns its state, its background task (if any), its HTTP routes
+//! (if any), its section of the configuration and its answer to a scrape:
+//! pulled now within the deadline (agents) or a snapshot of what it holds
+//! (stream sources, the gateway's own metrics). A scrape asks every source
+//! at once for its [`Part`]s and hands them to the merged view
+//! (`crate::view`); no source knows another, and the view knows none.
+//!
+//! The list of sources is [`Sources::new`]: adding a source is a folder
+//! here, a line there, and its settings in the configuration.
+
+pub(crate) mod agents;
+pub(crate) mod gateway;
+pub(crate) mod stream;
+
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, join_all};
+use tether_model::TargetLabels;
+use tokio_util::sync::CancellationToken;
+
+use crate::view::Families;
+
+/// Which exposition a scrape asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `/metrics`: everything.
+    All,
+    /// `/metrics/connected`: connected agents only.
+    Connected,
+    /// `/metrics/proxy`: the gateway's own metrics only.
+    Gateway,
+}
+
+/// What a scrape asks of every source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScrapeRequest {
+    /// Which exposition.
+    pub(crate) scope: Scope,
+    /// When every contribution must be ready.
+    pub(crate) deadline: tokio::time::Instant,
+}
+
+/// One piece of a scrape: normalized families and the labels that tell
+/// where they came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    /// The families, normalized when they arrived (see [`Families`]).
+    pub(crate) families: Arc<Families>,
+    /// Labels added to every series (`job`, `instance`), if any.
+    pub(crate) target: Option<Arc<TargetLabels>>,
+}
+
+/// One row of a source's status: something it holds or talks to.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusItem {
+    /// What identifies it (`job="app",instance="a:1"`, an address).
+    pub(crate) id: String,
+    /// Its state in a word (`connected`, `down`, `held`).
+    pub(crate) state: &'static str,
+    /// Further facts, by name.
+    pub(crate) details: Vec<(&'static str, String)>,
+}
+
+/// What a source reports about itself for the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SourceStatus {
+    /// The kind of source.
+    pub(crate) kind: &'static str,
+    /// What it holds or talks to.
+    pub(crate) items: Vec<StatusItem>,
+}
+
+/// A source of metrics. Implementations live in this module's folders.
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// The kind of source, as logs and the status page name it.
+    fn kind(&self) -> &'static str;
+
+    /// Runs the source's background work (a listener, a reader) until
+    /// `shutdown`; the default has none.
+    fn run(self: Arc<Self>, shutdown: CancellationToken) -> BoxFuture<'static, ()> {
+        let _ = shutdown;
+        Box::pin(async {})
+    }
+
+    /// Routes the source serves on the HTTP listener, if any.
+    fn routes(self: Arc<Self>) -> Option<axum::Router> {
+        None
+    }
+
+    /// The source's contribution to a scrape, ready by `request.deadline`.
+    fn collect(&self, request: ScrapeRequest) -> BoxFuture<'_, Vec<Part>>;
+
+    /// The source's status.
+    fn status(&self) -> SourceStatus;
+}
+
+/// Every source of one gateway, in the order their parts are merged (the
+/// first contributor of a family fixes its type and help).
+#[derive(Debug, Clone)]
+pub(crate) struct Sources {
+    /// The agents; held by type too, for the agent listener.
+    pub(crate) agents: Arc<agents::AgentsSource>,
+    all: Vec<Arc<dyn Source>>,
+}
+
+impl Sources {
+    /// The source list: every source the configuration asks for.
+    pub(crate) fn new(
+        agents: Arc<agents::AgentsSource>,
+        streams: Vec<Arc<stream::StreamSource>>,
+        gateway: Arc<gateway::GatewaySource>,
+    ) -> Sources {
+        let mut all: Vec<Arc<dyn Source>> = vec![Arc::clone(&agents) as Arc<dyn Source>];
+        all.extend(streams.into_iter().map(|s| s as Arc<dyn Source>));
+        // The gateway's own families last: they never conflict with a
+        // peer's (`tether_*` is reserved to them).
+        all.push(gateway);
+        Sources { agents, all }
+    }
+
+    /// Every source.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Source>> {
+        self.all.iter()
+    }
+
+    /// Every source's parts for `request`, in source order; sources are
+    /// asked at once.
+    pub(crate) async fn collect(&self, request: ScrapeRequest) -> Vec<Part> {
+        let (gateway, peers) = self.all.split_last().map_or((None, &[][..]), |(g, p)| (Some(g), p));
+        let contributions = join_all(peers.iter().map(|s| s.collect(request))).await;
+        let mut parts: Vec<Part> = contributions.into_iter().flatten().collect();
+        // The gateway's own metrics last, once the others have updated
+        // their gauges for this scrape.
+        if let Some(gateway) = gateway {
+            parts.extend(gateway.collect(request).await);
+        }
+        parts
+    }
+
+    /// Every source's status.
+    pub(crate) fn status(&self) -> Vec<SourceStatus> {
+        self.all.iter().map(|s| s.status()).collect()
+    }
+}
