@@ -2,4 +2,5 @@
 
 mod check;
 mod echo;
+mod gateway;
 mod observe;

@@ -1,0 +1,119 @@
+//! `tether gateway` run as a user runs it: its log on a pipe whose reader
+//! goes away, and exit status 64 for a configuration that cannot run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any step may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kills the child when dropped, so a failing test leaves nothing behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over HTTP/1.1; the status line and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// The address logged after `key` on `line`.
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key))
+        .and_then(|addr| addr.parse().ok())
+}
+
+#[test]
+fn the_gateway_keeps_serving_after_the_reader_of_its_log_pipe_exits() {
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "gateway",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tether gateway");
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().expect("stderr was piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let (http, agents) = loop {
+        let line = lines
+            .next()
+            .expect("the gateway logs that it listens")
+            .expect("a log line");
+        if line.contains("gateway listening") {
+            break (
+                logged_addr(&line, "http=").expect("the HTTP address"),
+                logged_addr(&line, "agents=").expect("the agent address"),
+            );
+        }
+    };
+    // The reader goes away, as `| head -1` does.
+    drop(lines);
+    // Every rejected agent is a WARN line written into the closed pipe.
+    for _ in 0..50 {
+        let mut agent = TcpStream::connect(agents).expect("connect an agent");
+        agent.write_all(&[0xff; 11]).expect("garbage");
+        let mut sink = Vec::new();
+        let _ = agent.read_to_end(&mut sink);
+    }
+    let started = Instant::now();
+    let response = get(http, "/-/healthy").expect("the gateway still answers");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(started.elapsed() < DEADLINE);
+    assert!(
+        child.0.try_wait().expect("try_wait").is_none(),
+        "the gateway is still running"
+    );
+    // The lines it could not write are counted.
+    let metrics = get(http, "/metrics/proxy").expect("self metrics");
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_log_dropped_lines_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tether_log_dropped_lines_total is served");
+    assert!(dropped >= 50.0, "{dropped} lines counted as dropped");
+}
+
+#[test]
+fn an_unusable_certificate_exits_64_before_anything_binds() {
+    let dir = std::env::temp_dir().join(format!("tether-gateway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("cert.pem"), "not a certificate").expect("write");
+    std::fs::write(dir.join("key.pem"), "not a key").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["gateway", "--http-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("key.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether gateway");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cert.pem"), "{stderr}");
+}
