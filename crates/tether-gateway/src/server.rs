@@ -60,9 +60,7 @@ impl Gateway {
     /// yet. The configuration was validated (TLS files included) when it
     /// was made, so only binding can fail here.
     pub async fn bind(config: Config, self_metrics: SelfMetrics) -> Result<Gateway, Error> {
-        let http = TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| Error::Bind {
+        let http = bind_listener(config.http.listen).map_err(|source| Error::Bind {
                 what: "HTTP",
                 addr: config.http.listen,
                 source,
@@ -186,6 +184,27 @@ impl Gateway {
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Connections the kernel holds completed for each listener until they are
+/// accepted. A burst of connections past the backlog is not refused but
+/// held back by the kernel for seconds (the handshake is retried with
+/// backoff), so it is large: a thousand agents reconnecting at once, or a
+/// flood of idle sockets beside a real scrape, queue instead of stalling.
+/// The system's `net.core.somaxconn` caps it.
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] and address reuse (a restart binds
+/// while old connections linger in TIME_WAIT).
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves one HTTP connection, TLS first when configured.

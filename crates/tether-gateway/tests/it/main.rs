@@ -2,6 +2,7 @@
 
 mod agents;
 mod client;
+mod http;
 mod prometheus;
 mod stream;
 mod support;

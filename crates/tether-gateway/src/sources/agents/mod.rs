@@ -156,9 +156,7 @@ impl AgentsSource {
         telemetry: Arc<Telemetry>,
         recorder: &dyn metrics::Recorder,
     ) -> Result<Arc<AgentsSource>, Error> {
-        let socket = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| Error::Bind {
+        let socket = crate::server::bind_listener(settings.listen).map_err(|source| Error::Bind {
                 what: "agents",
                 addr: settings.listen,
                 source,

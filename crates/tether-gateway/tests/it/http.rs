@@ -1,0 +1,144 @@
+//! The HTTP listener's deadlines against clients that hold connections:
+//! silent sockets, a one-byte-a-second header sender, a scraper that does
+//! not read its response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tether_gateway::RawConfig;
+use tether_model::{Format, parse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{PATIENCE, RawAgent, TestGateway, config, gauge, get, value_of};
+
+/// A gateway recording its own metrics, so tests can read its counters.
+async fn observed_gateway(raw: RawConfig) -> TestGateway {
+    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    let self_metrics = tether_gateway::SelfMetrics {
+        recorder,
+        families: Arc::new(move || handle.families()),
+    };
+    TestGateway::start_with(config(raw), self_metrics).await
+}
+
+async fn closed_by_gateway(reason: &str, gateway: &TestGateway) -> f64 {
+    let families = parse(
+        &get(gateway.http, "/metrics/proxy", &[]).await.body,
+        Format::Text,
+    )
+    .expect("valid output");
+    value_of(
+        &families,
+        "tether_http_connections_closed_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_and_a_slow_header_sender_do_not_delay_a_real_scrape() {
+    let gateway = observed_gateway(RawConfig {
+        http_header_timeout_ms: Some(1_000),
+        ..RawConfig::loopback()
+    })
+    .await;
+    // Twice the connection cap of silent sockets.
+    let idle: Vec<TcpStream> = join_all((0..2_000).map(|_| TcpStream::connect(gateway.http)))
+        .await
+        .into_iter()
+        .map(|c| c.expect("connect an idle socket"))
+        .collect();
+    // A client sending its request one byte a second.
+    let slow = tokio::spawn({
+        let addr = gateway.http;
+        async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            for byte in request {
+                interval.tick().await;
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return true;
+                }
+            }
+            // Every byte went out; the gateway must have closed by now,
+            // so reading finds the end of the stream and no response.
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            response.is_empty()
+        }
+    });
+    // A real agent and a real scrape with Prometheus' deadline.
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "real", "").await;
+    let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let scrape = tokio::time::timeout(
+        Duration::from_secs(10),
+        get(
+            gateway.http,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", "10")],
+        ),
+    )
+    .await
+    .expect("the scrape is answered within its deadline");
+    let families = parse(&scrape.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(&families, "g", &[("instance", "real"), ("k", "x")]),
+        Some(1.0)
+    );
+    assert!(
+        slow.await.expect("slow sender task"),
+        "the slow header sender was cut off"
+    );
+    // Every idle socket is closed by the header deadline.
+    let closed = join_all(idle.into_iter().map(|mut socket| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(PATIENCE, socket.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    assert!(closed.iter().all(|&c| c), "every idle socket was closed");
+    assert!(closed_by_gateway("header_timeout", &gateway).await >= 2_001.0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_that_does_not_read_is_dropped_at_the_write_deadline() {
+    let gateway = observed_gateway(RawConfig {
+        http_write_timeout_ms: Some(300),
+        ..RawConfig::loopback()
+    })
+    .await;
+    // An agent with an answer far larger than the sockets' buffers.
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
+    let values: Vec<(String, f64)> = (0..200_000).map(|i| (format!("{i:08}"), 1.0)).collect();
+    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let _serving = agent.serve(vec![gauge("wide_metric_with_a_long_name", &values)]);
+    let mut stalled = TcpStream::connect(gateway.http).await.expect("connect");
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    // Not reading: the gateway gives up on the response and counts it.
+    let counted = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if closed_by_gateway("write_timeout", &gateway).await >= 1.0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the stalled response was dropped and counted");
+    // The gateway closed the connection: reading drains what was buffered,
+    // then finds the end.
+    let mut sink = Vec::new();
+    let drained = tokio::time::timeout(PATIENCE, stalled.read_to_end(&mut sink)).await;
+    assert!(drained.is_ok(), "the connection was closed");
+    gateway.stop().await;
+}
