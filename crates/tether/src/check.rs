@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use tether_model::{Format, Limits, check, lint};
+use tether_model::{Format, Limits, check, lint, name_collisions, reserved_label};
 
 /// Most errors reported for one input; past it, the rest are not read.
 const MAX_REPORTED_ERRORS: usize = 1000;
@@ -68,6 +68,8 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
     };
     let checked = check(&input, format, limits, MAX_REPORTED_ERRORS);
     let findings = lint(&checked.families);
+    let mut merge_warnings = merge_refusals(&checked);
+    merge_warnings.extend(reserved_names(&checked));
 
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr().lock();
@@ -75,6 +77,9 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
     // of the check, and the exit status still tells the verdict.
     for error in &checked.errors {
         let _ = writeln!(stdout, "{error}");
+    }
+    for warning in &merge_warnings {
+        let _ = writeln!(stderr, "{warning}");
     }
     for finding in &findings {
         let line = checked
@@ -93,8 +98,10 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
         Format::Text => "text 0.0.4",
         Format::OpenMetrics => "OpenMetrics 1.0",
     };
-    let invalid = !checked.errors.is_empty() || (args.strict && !findings.is_empty());
-    let verdict = if checked.errors.is_empty() {
+    let n_errors = checked.errors.len();
+    let n_warnings = findings.len() + merge_warnings.len();
+    let invalid = n_errors > 0 || (args.strict && n_warnings > 0);
+    let verdict = if n_errors == 0 {
         "valid"
     } else {
         "invalid"
@@ -103,15 +110,88 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
         stderr,
         "{source}: {verdict} {format_name}: {} families, {n_series} series, {} errors, {} warnings{}",
         checked.families.len(),
-        checked.errors.len(),
-        findings.len(),
-        if args.strict && !findings.is_empty() {
+        n_errors,
+        n_warnings,
+        if args.strict && n_warnings > 0 {
             " (--strict: warnings fail the check)"
         } else {
             ""
         },
     );
     ExitCode::from(if invalid { EXIT_INVALID } else { EXIT_VALID })
+}
+
+/// What a gateway merging this exposition with others refuses, though the
+/// format alone allows it: families whose written names collide in one of
+/// the two formats (a histogram `hh` beside a gauge `hh_count`, a counter
+/// `x_total` beside a gauge `x`, which OpenMetrics writes as one name), and
+/// labels that a family's type reserves or that start with `__`. One
+/// warning each, at the line of the family refused.
+fn merge_refusals(checked: &tether_model::Checked) -> Vec<String> {
+    let line_of = |family: usize| checked.family_lines.get(family).copied().unwrap_or(1);
+    let mut errors: Vec<(u32, String)> = name_collisions(&checked.families)
+        .into_iter()
+        .map(|collision| {
+            let family = &checked.families[collision.family];
+            let kept = &checked.families[collision.with];
+            let what = if collision.type_conflict {
+                "is the same family with another type"
+            } else {
+                "writes a sample name of"
+            };
+            (
+                line_of(collision.family),
+                format!(
+                    "{}:1: warning: family \"{}\" ({}) {what} family \"{}\" ({}) of line {}: a gateway merging it drops it; rename one of them [merge-collision]",
+                    line_of(collision.family),
+                    family.name,
+                    family.metric_type.openmetrics_name(),
+                    kept.name,
+                    kept.metric_type.openmetrics_name(),
+                    line_of(collision.with),
+                ),
+            )
+        })
+        .collect();
+    for (index, family) in checked.families.iter().enumerate() {
+        let reserved = family.series.iter().find_map(|series| {
+            series.labels.iter().find_map(|label| {
+                reserved_label(family.metric_type, &label.name).map(|why| (label, why))
+            })
+        });
+        if let Some((label, why)) = reserved {
+            errors.push((
+                line_of(index),
+                format!(
+                    "{}:1: warning: family \"{}\" has a series with label \"{}\": {}; a gateway merging it drops the series [reserved-label]",
+                    line_of(index),
+                    family.name,
+                    label.name,
+                    why.explain()
+                ),
+            ));
+        }
+    }
+    errors.sort_by_key(|(line, _)| *line);
+    errors.into_iter().map(|(_, message)| message).collect()
+}
+
+/// Families named like the gateway's own metrics, which it refuses from
+/// agents, pushes and streams.
+fn reserved_names(checked: &tether_model::Checked) -> Vec<String> {
+    checked
+        .families
+        .iter()
+        .enumerate()
+        .filter(|(_, family)| family.name.starts_with("tether_"))
+        .map(|(index, family)| {
+            format!(
+                "{}:1: warning: family \"{}\" is named like the gateway's own metrics (tether_*), which a gateway refuses from its sources: rename it [reserved-name]",
+                checked.family_lines.get(index).copied().unwrap_or(1),
+                family.name
+            )
+        })
+        .collect()
 }
 
 /// Reads the whole input and names its source for messages.

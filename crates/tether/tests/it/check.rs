@@ -232,3 +232,45 @@ fn usage_errors_exit_with_status_2() {
     let output = run_check(&["--no-such-flag"], b"");
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn collisions_and_reserved_names_a_merge_refuses_are_reported() {
+    // (input, expected on stderr); each is valid text, so a warning.
+    let cases: [(&str, &str); 4] = [
+        (
+            "# TYPE x_total counter\nx_total 1\n# TYPE x gauge\nx 2\n",
+            "3:1: warning: family \"x\" (gauge) is the same family with another type family \"x_total\" (counter) of line 1",
+        ),
+        (
+            "# TYPE hh histogram\nhh_bucket{le=\"+Inf\"} 1\nhh_count 1\nhh_sum 1\n# TYPE hh_count_x gauge\nhh_count_x 1\n",
+            "",
+        ),
+        (
+            "# TYPE g gauge\ng{__secret=\"1\"} 1\n",
+            "1:1: warning: family \"g\" has a series with label \"__secret\"",
+        ),
+        (
+            "# TYPE c counter\nc 1\n# TYPE c_total gauge\nc_total 2\n",
+            "warning: family \"c_total\" (gauge) writes a sample name of family \"c\" (counter)",
+        ),
+    ];
+    for (input, expected) in cases {
+        let output = run_check(&["--format", "text"], input.as_bytes());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{input}\n{stderr}");
+        assert!(stderr.contains(expected), "{input}\n{stderr}");
+        if expected.is_empty() {
+            assert!(!stderr.contains("[merge-collision]"), "{input}\n{stderr}");
+        }
+        // --strict fails on them, as on any warning.
+        let strict = run_check(&["--format", "text", "--strict"], input.as_bytes());
+        assert_eq!(strict.status.code(), Some(1), "{input}");
+    }
+    let output = run_check(
+        &["--format", "text"],
+        b"# HELP tether_agent_up Up.\n# TYPE tether_agent_up gauge\ntether_agent_up 1\n",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "a warning, not an error");
+    assert!(stderr.contains("[reserved-name]"), "{stderr}");
+}
