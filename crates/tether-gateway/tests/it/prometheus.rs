@@ -179,3 +179,100 @@ async fn promtool_and_the_model_checker_accept_the_gateway_output() {
     );
     gateway.stop().await;
 }
+
+/// A family of `metric_type` with one unlabelled series, as protobuf.
+fn one_series(name: &str, metric_type: tether_model::MetricType) -> tether_model::pb::MetricFamily {
+    use tether_model::{Bucket, Counter, Histogram, MetricFamily, Series, Value};
+    let value = match metric_type {
+        tether_model::MetricType::Counter => Value::Counter(Counter {
+            total: 3.0,
+            created: None,
+            exemplar: None,
+        }),
+        tether_model::MetricType::Histogram => Value::Histogram(Histogram {
+            buckets: vec![Bucket {
+                upper_bound: f64::INFINITY,
+                count: 1.0,
+                exemplar: None,
+            }],
+            count: Some(1.0),
+            sum: Some(0.5),
+            created: None,
+        }),
+        _ => Value::Single(1.0),
+    };
+    let mut family = MetricFamily::new(name, metric_type);
+    family.help = Some(format!("{name} help."));
+    family.series.push(Series {
+        labels: vec![],
+        value,
+        timestamp_ms: None,
+    });
+    tether_model::to_proto(&family)
+}
+
+#[tokio::test]
+async fn agents_whose_families_collide_still_make_one_valid_exposition() {
+    use std::io::Write;
+    use tether_model::MetricType::{Counter, Gauge, Histogram};
+    let gateway = TestGateway::start(Config::loopback()).await;
+    let (a, _) = RawAgent::hello(gateway.agents, "app", "a", "").await;
+    let _a = a.serve(vec![
+        one_series("x_total", Counter),
+        one_series("temp", Gauge),
+        one_series("hh", Histogram),
+    ]);
+    let (b, _) = RawAgent::hello(gateway.agents, "app", "b", "").await;
+    let _b = b.serve(vec![
+        one_series("x", Gauge),
+        one_series("temp", Gauge),
+        one_series("hh_count", Gauge),
+        one_series("tether_agent_up", Gauge),
+    ]);
+    for (accept, format) in [
+        ("text/plain;version=0.0.4", tether_model::Format::Text),
+        (
+            "application/openmetrics-text;version=1.0.0",
+            tether_model::Format::OpenMetrics,
+        ),
+    ] {
+        let body = crate::support::get(gateway.http, "/metrics", &[("Accept", accept)])
+            .await
+            .body;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let checked = tether_model::check(&body, format, tether_model::Limits::default(), 100);
+        assert!(checked.errors.is_empty(), "{:?}\n{text}", checked.errors);
+        assert!(
+            tether_model::name_collisions(&checked.families).is_empty(),
+            "{text}"
+        );
+        // Each family once, both agents' `temp` in it, the hostile copy of
+        // the gateway's own family nowhere.
+        assert_eq!(text.matches("# TYPE temp gauge").count(), 1, "{text}");
+        assert_eq!(text.matches("temp{").count(), 2, "{text}");
+        assert_eq!(text.matches("tether_agent_up{").count(), 2, "{text}");
+        if format == tether_model::Format::Text {
+            let mut promtool = Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("promtool must be installed (Debian package `prometheus`)");
+            promtool
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(&body)
+                .expect("write to promtool");
+            let output = promtool.wait_with_output().expect("promtool runs");
+            assert!(
+                matches!(output.status.code(), Some(0 | 3)),
+                "promtool rejected the gateway's output: {}{}\n{text}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    gateway.stop().await;
+}
