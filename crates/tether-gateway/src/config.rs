@@ -223,6 +223,29 @@ pub(crate) struct HttpSettings {
 /// which go through it), and every file it names (tokens, TLS) has been
 /// read and checked by then, so every configuration error surfaces before
 /// anything binds.
+///
+/// A value that would break the gateway at run time (a zero heartbeat
+/// interval, which would panic the first agent connection) cannot be
+/// written into one:
+///
+/// ```compile_fail
+/// let config = tether_gateway::Config {
+///     heartbeat_interval: std::time::Duration::ZERO,
+///     ..tether_gateway::Config::loopback()
+/// };
+/// ```
+///
+/// and is refused, naming the setting, on the way in:
+///
+/// ```
+/// use tether_gateway::{Config, RawConfig};
+/// let error = Config::from_raw(&RawConfig {
+///     heartbeat_interval_ms: Some(0),
+///     ..RawConfig::loopback()
+/// })
+/// .unwrap_err();
+/// assert!(error.to_string().starts_with("heartbeat_interval_ms"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) log_format: LogFormat,
@@ -237,7 +260,7 @@ impl Default for Config {
     fn default() -> Config {
         // The defaults are constants checked by a unit test, and name no
         // file, so validation of an empty raw configuration cannot fail.
-        Config::from_raw(RawConfig::default())
+        Config::from_raw(&RawConfig::default())
             .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
     }
 }
@@ -245,7 +268,7 @@ impl Default for Config {
 impl Config {
     /// Validates a merged raw configuration; reads the tokens file and
     /// loads the TLS files.
-    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+    pub fn from_raw(raw: &RawConfig) -> Result<Config, ConfigError> {
         let http_listen = parse_addr(
             "http_listen",
             raw.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
@@ -288,7 +311,7 @@ impl Config {
             scrape_timeout: Duration::from_millis(scrape_timeout_ms),
             scrape_margin: Duration::from_millis(scrape_margin_ms),
         };
-        let agents = crate::sources::agents::AgentSettings::from_raw(&raw)?;
+        let agents = crate::sources::agents::AgentSettings::from_raw(raw)?;
         if agents.listen == http.listen && http.listen.port() != 0 {
             return Err(ConfigError::Invalid {
                 key: "agent_listen",
@@ -298,8 +321,8 @@ impl Config {
                 ),
             });
         }
-        let streams = crate::sources::stream::StreamSettings::from_raw(&raw)?;
-        let tls = load_tls(&raw)?;
+        let streams = crate::sources::stream::StreamSettings::from_raw(raw)?;
+        let tls = load_tls(raw)?;
         Ok(Config {
             log_format: raw.log_format.unwrap_or_default(),
             http,
@@ -316,7 +339,7 @@ impl Config {
     /// A configuration for tests and embedding: both listeners on
     /// `127.0.0.1:0`, so the system picks free ports.
     pub fn loopback() -> Config {
-        Config::from_raw(RawConfig::loopback())
+        Config::from_raw(&RawConfig::loopback())
             .unwrap_or_else(|e| unreachable!("loopback defaults are valid: {e}"))
     }
 
@@ -391,7 +414,10 @@ pub(crate) fn millis(
     value: Option<u64>,
     default: u64,
 ) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_millis(positive(key, value.unwrap_or(default))?))
+    Ok(Duration::from_millis(positive(
+        key,
+        value.unwrap_or(default),
+    )?))
 }
 
 pub(crate) fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -429,7 +455,7 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let config = Config::from_raw(RawConfig::default()).expect("defaults are valid");
+        let config = Config::from_raw(&RawConfig::default()).expect("defaults are valid");
         assert_eq!(config.http_listen().port(), 9091);
         assert_eq!(config.agent_listen().port(), 7001);
         assert_eq!(config.agents.final_push_ttl, Duration::from_secs(300));
@@ -527,7 +553,7 @@ mod tests {
             ),
         ];
         for (raw, key) in cases {
-            let error = Config::from_raw(raw).expect_err(key);
+            let error = Config::from_raw(&raw).expect_err(key);
             assert!(error.to_string().starts_with(key), "{key}: {error}");
         }
     }
@@ -538,7 +564,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("tokens");
         std::fs::write(&path, "# agents\nalpha\n\n  beta  \n").expect("write tokens");
-        let config = Config::from_raw(RawConfig {
+        let config = Config::from_raw(&RawConfig {
             agent_token: Some(vec!["gamma".into()]),
             agent_tokens_file: Some(path),
             ..RawConfig::default()

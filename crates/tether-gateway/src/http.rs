@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tether_model::Format;
 
-use crate::sources::{ScrapeRequest, Scope};
+use crate::sources::{Scope, ScrapeRequest};
 use crate::state::Shared;
 use crate::view::View;
 
@@ -19,7 +19,7 @@ use crate::view::View;
 pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
 
 /// Builds the router over the gateway's shared state.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: &Arc<Shared>) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics_all))
         .route("/metrics/connected", get(metrics_connected))
@@ -27,7 +27,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/-/healthy", get(|| async { "OK\n" }))
         .route("/-/ready", get(ready))
         .route("/api/v1/sources", get(sources_status))
-        .with_state(Arc::clone(&shared));
+        .with_state(Arc::clone(shared));
     for source in shared.sources.iter() {
         if let Some(routes) = Arc::clone(source).routes() {
             router = router.merge(routes);

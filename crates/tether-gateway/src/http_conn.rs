@@ -89,10 +89,13 @@ impl Activity {
         }
         let waiting_since = self.waiting_since_ms.load(Ordering::Acquire);
         if self.read_since_wait.load(Ordering::Acquire) || !self.served.load(Ordering::Acquire) {
-            return Some((self.at(waiting_since) + deadlines.header, CloseReason::HeaderTimeout));
+            return Some((
+                self.at(waiting_since) + deadlines.header,
+                CloseReason::Header,
+            ));
         }
         let last = waiting_since.max(self.last_byte_ms.load(Ordering::Relaxed));
-        Some((self.at(last) + deadlines.idle, CloseReason::IdleTimeout))
+        Some((self.at(last) + deadlines.idle, CloseReason::Idle))
     }
 }
 
@@ -244,7 +247,7 @@ where
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let result = drive(connection, &activity, deadlines, shutdown, &telemetry).await;
     if activity.write_timed_out.load(Ordering::Acquire) {
-        telemetry.http_connection_closed(CloseReason::WriteTimeout);
+        telemetry.http_connection_closed(CloseReason::Write);
     }
     result
 }
@@ -291,7 +294,9 @@ where
     connection.as_mut().graceful_shutdown();
     match tokio::time::timeout(deadlines.write, connection.as_mut()).await {
         Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err("the connection did not finish in time after being asked to close".to_owned()),
+        Err(_) => {
+            Err("the connection did not finish in time after being asked to close".to_owned())
+        }
     }
 }
 
@@ -309,7 +314,7 @@ mod tests {
         let activity = Arc::new(Activity::new());
         // A new connection has the header deadline.
         let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
-        assert_eq!(reason, CloseReason::HeaderTimeout);
+        assert_eq!(reason, CloseReason::Header);
         assert_eq!(at, activity.base + deadlines.header);
         // None while a request is in flight.
         let request = InFlight::enter(&activity);
@@ -318,12 +323,12 @@ mod tests {
         drop(request);
         // After a request, the idle deadline from its end.
         let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
-        assert_eq!(reason, CloseReason::IdleTimeout);
+        assert_eq!(reason, CloseReason::Idle);
         assert_eq!(at, activity.base + Duration::from_secs(90));
         // A byte of a next request brings the header deadline back.
         activity.read_since_wait.store(true, Ordering::Release);
         let (at, reason) = activity.deadline(&deadlines).expect("a deadline");
-        assert_eq!(reason, CloseReason::HeaderTimeout);
+        assert_eq!(reason, CloseReason::Header);
         assert_eq!(at, activity.base + Duration::from_secs(35));
     }
 }

@@ -61,10 +61,10 @@ impl Gateway {
     /// was made, so only binding can fail here.
     pub async fn bind(config: Config, self_metrics: SelfMetrics) -> Result<Gateway, Error> {
         let http = bind_listener(config.http.listen).map_err(|source| Error::Bind {
-                what: "HTTP",
-                addr: config.http.listen,
-                source,
-            })?;
+            what: "HTTP",
+            addr: config.http.listen,
+            source,
+        })?;
         let http_addr = http.local_addr().unwrap_or(config.http.listen);
         let telemetry = Arc::new(Telemetry::new(self_metrics.recorder.as_ref()));
         let agents = AgentsSource::bind(
@@ -128,11 +128,13 @@ impl Gateway {
             "gateway listening"
         );
         let http_server = {
-            let router = crate::http::router(Arc::clone(&shared));
-            let tls = config
-                .tls
-                .as_ref()
-                .map(|tls| (TlsAcceptor::from(Arc::clone(&tls.http)), tls.handshake_timeout));
+            let router = crate::http::router(&shared);
+            let tls = config.tls.as_ref().map(|tls| {
+                (
+                    TlsAcceptor::from(Arc::clone(&tls.http)),
+                    tls.handshake_timeout,
+                )
+            });
             let deadlines = Deadlines {
                 header: config.http.header_timeout,
                 idle: config.http.idle_timeout,

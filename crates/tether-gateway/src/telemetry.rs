@@ -62,26 +62,22 @@ impl RejectKind {
 /// `tether_http_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
-    /// The client took too long to send a request's headers.
-    HeaderTimeout,
-    /// The connection was idle between requests for too long.
-    IdleTimeout,
-    /// A response write stayed blocked on a client that does not read.
-    WriteTimeout,
+    /// The header deadline: the client took too long to send a request's headers.
+    Header,
+    /// The idle deadline: nothing happened between requests for too long.
+    Idle,
+    /// The write deadline: a response write stayed blocked on a client that does not read.
+    Write,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 3] = [
-        CloseReason::HeaderTimeout,
-        CloseReason::IdleTimeout,
-        CloseReason::WriteTimeout,
-    ];
+    const ALL: [CloseReason; 3] = [CloseReason::Header, CloseReason::Idle, CloseReason::Write];
 
     fn as_str(self) -> &'static str {
         match self {
-            CloseReason::HeaderTimeout => "header_timeout",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::Header => "header_timeout",
+            CloseReason::Idle => "idle_timeout",
+            CloseReason::Write => "write_timeout",
         }
     }
 }

@@ -9,6 +9,9 @@
 //! (or [`encode_limited`]) with the message. `PROTOCOL.md` at the root of the
 //! workspace describes the agent protocol byte by byte.
 //!
+//! [`StreamFold`] is the one fold of the event stream into series and
+//! Prometheus families, bounded by [`FoldLimits`], for every reader of it.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use tether_proto::{ClientKind, ClientMessage, FrameDecoder, Ping, decode_client_message};
@@ -32,6 +35,7 @@ mod error;
 mod event;
 #[cfg(test)]
 mod examples;
+mod fold;
 mod frame;
 
 pub use agent::{
@@ -44,6 +48,10 @@ pub use error::FrameError;
 pub use event::{
     Event, EventKind, EventMetadata, EventMetric, EventMetricType, Operation, decode_event,
     encode_event,
+};
+pub use fold::{
+    Applied, Change, DropReason, Dropped, FoldLimits, FoldedHistogram, FoldedSeries, FoldedValue,
+    HISTOGRAM_BUCKETS, Metadata, SeriesKey, SeriesKind, StreamFold,
 };
 pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameLen, check, encode, encode_limited, encode_to_vec,

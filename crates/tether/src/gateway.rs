@@ -184,7 +184,7 @@ impl GatewayArgs {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
         };
-        Ok(Config::from_raw(self.raw().or(file))?)
+        Ok(Config::from_raw(&self.raw().or(file))?)
     }
 }
 

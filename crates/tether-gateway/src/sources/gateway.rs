@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-use crate::sources::{Part, ScrapeRequest, Scope, Source, SourceStatus, StatusItem};
+use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
 use crate::state::SelfFamilies;
 use crate::view::{Drops, Families, Origin};
 

@@ -128,7 +128,10 @@ impl Sources {
     /// Every source's parts for `request`, in source order; sources are
     /// asked at once.
     pub(crate) async fn collect(&self, request: ScrapeRequest) -> Vec<Part> {
-        let (gateway, peers) = self.all.split_last().map_or((None, &[][..]), |(g, p)| (Some(g), p));
+        let (gateway, peers) = self
+            .all
+            .split_last()
+            .map_or((None, &[][..]), |(g, p)| (Some(g), p));
         let contributions = join_all(peers.iter().map(|s| s.collect(request))).await;
         let mut parts: Vec<Part> = contributions.into_iter().flatten().collect();
         // The gateway's own metrics last, once the others have updated

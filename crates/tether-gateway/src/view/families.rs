@@ -233,8 +233,8 @@ pub(crate) fn label_set_hash<'a>(
 
 /// Whether two label sets with unique names are equal as sets.
 pub(crate) fn same_label_set<'a, 'b>(
-    a: impl Iterator<Item = &'a Label> + Clone,
-    b: impl Iterator<Item = &'b Label> + Clone,
+    a: &(impl Iterator<Item = &'a Label> + Clone),
+    b: &(impl Iterator<Item = &'b Label> + Clone),
 ) -> bool {
     a.clone().count() == b.clone().count()
         && a.clone().all(|label| b.clone().any(|other| other == label))
@@ -259,11 +259,10 @@ fn dedup_series(series: &mut Vec<tether_model::Series>, hasher: &RandomState) {
                 first.insert(hash, index);
             }
             Some(&earlier) => {
-                let same = |other: usize| same_label_set(series[other].labels.iter(), labels.iter());
-                let duplicate = same(earlier)
-                    || overflow
-                        .iter()
-                        .any(|&(h, other)| h == hash && same(other));
+                let same =
+                    |other: usize| same_label_set(&series[other].labels.iter(), &labels.iter());
+                let duplicate =
+                    same(earlier) || overflow.iter().any(|&(h, other)| h == hash && same(other));
                 if duplicate {
                     keep[index] = false;
                 } else {
@@ -330,33 +329,54 @@ mod tests {
     fn a_hostile_source_is_refused_case_by_case() {
         use MetricType::*;
         // (families sent, families kept, the reason counted, series dropped)
-        let cases: Vec<(Vec<MetricFamily>, Vec<(&str, MetricType, usize)>, DropReason, u64)> = vec![
+        type Case = (
+            Vec<MetricFamily>,
+            Vec<(&'static str, MetricType, usize)>,
+            DropReason,
+            u64,
+        );
+        let cases: Vec<Case> = vec![
             (
-                vec![family("tether_agent_up", Gauge, &[&[]]), family("ok", Gauge, &[&[]])],
+                vec![
+                    family("tether_agent_up", Gauge, &[&[]]),
+                    family("ok", Gauge, &[&[]]),
+                ],
                 vec![("ok", Gauge, 1)],
                 DropReason::ReservedName,
                 1,
             ),
             (
-                vec![family("hh_count", Gauge, &[&[]]), family("hh", Histogram, &[&[]])],
+                vec![
+                    family("hh_count", Gauge, &[&[]]),
+                    family("hh", Histogram, &[&[]]),
+                ],
                 vec![("hh", Histogram, 1)],
                 DropReason::NameCollision,
                 1,
             ),
             (
-                vec![family("hh", Histogram, &[&[]]), family("hh_bucket", Gauge, &[&[("le", "1")]])],
+                vec![
+                    family("hh", Histogram, &[&[]]),
+                    family("hh_bucket", Gauge, &[&[("le", "1")]]),
+                ],
                 vec![("hh", Histogram, 1)],
                 DropReason::NameCollision,
                 1,
             ),
             (
-                vec![family("c_total", Gauge, &[&[]]), family("c", Counter, &[&[]])],
+                vec![
+                    family("c_total", Gauge, &[&[]]),
+                    family("c", Counter, &[&[]]),
+                ],
                 vec![("c", Counter, 1)],
                 DropReason::NameCollision,
                 1,
             ),
             (
-                vec![family("x", Counter, &[&[]]), family("x_created", Gauge, &[&[]])],
+                vec![
+                    family("x", Counter, &[&[]]),
+                    family("x_created", Gauge, &[&[]]),
+                ],
                 vec![("x", Counter, 1)],
                 DropReason::NameCollision,
                 1,
@@ -368,7 +388,10 @@ mod tests {
                 1,
             ),
             (
-                vec![family("x_total", Counter, &[&[]]), family("x", Gauge, &[&[], &[("a", "1")]])],
+                vec![
+                    family("x_total", Counter, &[&[]]),
+                    family("x", Gauge, &[&[], &[("a", "1")]]),
+                ],
                 vec![("x_total", Counter, 1)],
                 DropReason::TypeConflict,
                 2,
@@ -392,7 +415,11 @@ mod tests {
                 1,
             ),
             (
-                vec![family("g", Gauge, &[&[("a", "1"), ("b", "2")], &[("b", "2"), ("a", "1")]])],
+                vec![family(
+                    "g",
+                    Gauge,
+                    &[&[("a", "1"), ("b", "2")], &[("b", "2"), ("a", "1")]],
+                )],
                 vec![("g", Gauge, 1)],
                 DropReason::Duplicate,
                 1,
@@ -439,7 +466,11 @@ mod tests {
             vec![family(
                 "g",
                 MetricType::Gauge,
-                &[&[("instance", "x")], &[("exported_instance", "x")], &[("instance", "y")]],
+                &[
+                    &[("instance", "x")],
+                    &[("exported_instance", "x")],
+                    &[("instance", "y")],
+                ],
             )],
             Some(&target),
             Origin::Peer,
@@ -448,6 +479,10 @@ mod tests {
         let series = &families.as_slice()[0].series;
         assert_eq!(series.len(), 2);
         assert_eq!(drops.get(DropReason::Duplicate), 1);
-        assert!(series.iter().all(|s| s.labels.iter().all(|l| l.name != "instance")));
+        assert!(
+            series
+                .iter()
+                .all(|s| s.labels.iter().all(|l| l.name != "instance"))
+        );
     }
 }

@@ -250,8 +250,8 @@ fn drop_duplicates(parts: &[Part], members: &mut [Member], drops: &mut Drops) {
                 let other = &members[m];
                 let other_series = &member_family(parts, other).series[s];
                 same_label_set(
-                    target_of(other).iter().chain(other_series.labels.iter()),
-                    full(),
+                    &target_of(other).iter().chain(other_series.labels.iter()),
+                    &full(),
                 )
             });
             if repeated {

@@ -87,8 +87,14 @@ fn assert_valid(view: &View) {
 #[test]
 fn a_counter_x_total_and_a_gauge_x_from_two_sources_make_one_valid_exposition() {
     let view = View::build(vec![
-        part(vec![counter("x_total", &[&[]])], target(&[("job", "a"), ("instance", "1")])),
-        part(vec![gauge("x", &[&[]])], target(&[("job", "b"), ("instance", "2")])),
+        part(
+            vec![counter("x_total", &[&[]])],
+            target(&[("job", "a"), ("instance", "1")]),
+        ),
+        part(
+            vec![gauge("x", &[&[]])],
+            target(&[("job", "b"), ("instance", "2")]),
+        ),
     ]);
     assert_valid(&view);
     assert_eq!(view.stats().drops.get(DropReason::TypeConflict), 1);
@@ -101,8 +107,14 @@ fn a_counter_x_total_and_a_gauge_x_from_two_sources_make_one_valid_exposition() 
 #[test]
 fn the_same_family_from_two_agents_has_one_metadata_block() {
     let view = View::build(vec![
-        part(vec![gauge("temp", &[&[("k", "v")]])], target(&[("job", "app"), ("instance", "a")])),
-        part(vec![gauge("temp", &[&[("k", "v")]])], target(&[("job", "app"), ("instance", "b")])),
+        part(
+            vec![gauge("temp", &[&[("k", "v")]])],
+            target(&[("job", "app"), ("instance", "a")]),
+        ),
+        part(
+            vec![gauge("temp", &[&[("k", "v")]])],
+            target(&[("job", "app"), ("instance", "b")]),
+        ),
     ]);
     assert_valid(&view);
     let text = rendered(&view, Format::Text);
@@ -114,8 +126,14 @@ fn the_same_family_from_two_agents_has_one_metadata_block() {
 #[test]
 fn counters_named_with_and_without_total_are_one_family() {
     let view = View::build(vec![
-        part(vec![counter("req_total", &[&[]])], target(&[("job", "a"), ("instance", "1")])),
-        part(vec![counter("req", &[&[]])], target(&[("job", "a"), ("instance", "2")])),
+        part(
+            vec![counter("req_total", &[&[]])],
+            target(&[("job", "a"), ("instance", "1")]),
+        ),
+        part(
+            vec![counter("req", &[&[]])],
+            target(&[("job", "a"), ("instance", "2")]),
+        ),
     ]);
     assert_valid(&view);
     let text = rendered(&view, Format::Text);
@@ -152,8 +170,14 @@ fn suffix_collisions_across_sources_are_resolved_and_counted() {
         // Whichever source comes first, the shorter name keeps its names.
         for flip in [false, true] {
             let mut parts = vec![
-                part(vec![kept.clone()], target(&[("job", "a"), ("instance", "1")])),
-                part(vec![refused.clone()], target(&[("job", "b"), ("instance", "2")])),
+                part(
+                    vec![kept.clone()],
+                    target(&[("job", "a"), ("instance", "1")]),
+                ),
+                part(
+                    vec![refused.clone()],
+                    target(&[("job", "b"), ("instance", "2")]),
+                ),
             ];
             if flip {
                 parts.reverse();
@@ -202,13 +226,19 @@ fn series_repeated_across_sources_are_dropped_and_counted() {
 fn a_source_cannot_replace_or_hide_the_gateways_own_names() {
     let mut drops = Drops::default();
     let own = Families::normalize(
-        vec![gauge("tether_agent_up", &[&[("job", "a"), ("instance", "1")]])],
+        vec![gauge(
+            "tether_agent_up",
+            &[&[("job", "a"), ("instance", "1")]],
+        )],
         None,
         Origin::Gateway,
         &mut drops,
     );
     let view = View::build(vec![
-        part(vec![gauge("ok", &[&[]])], target(&[("job", "a"), ("instance", "1")])),
+        part(
+            vec![gauge("ok", &[&[]])],
+            target(&[("job", "a"), ("instance", "1")]),
+        ),
         Part {
             families: Arc::new(own),
             target: None,
@@ -217,7 +247,10 @@ fn a_source_cannot_replace_or_hide_the_gateways_own_names() {
     assert_valid(&view);
     let mut drops = Drops::default();
     let hostile = Families::normalize(
-        vec![gauge("tether_agent_up", &[&[]]), gauge("tether_scrapes_total", &[&[]])],
+        vec![
+            gauge("tether_agent_up", &[&[]]),
+            gauge("tether_scrapes_total", &[&[]]),
+        ],
         target(&[("job", "evil"), ("instance", "1")]).as_deref(),
         Origin::Peer,
         &mut drops,

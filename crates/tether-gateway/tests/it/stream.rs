@@ -118,3 +118,124 @@ async fn an_unreachable_stream_is_marked_down() {
     );
     gateway.stop().await;
 }
+
+/// A peer on a loopback port that the gateway dials: accepts one
+/// connection and hands it to `behave`.
+async fn fake_stream_peer<F, Fut>(behave: F) -> String
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a peer");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        let accepted = listener.accept().await;
+        // Later dials are refused: the listener is gone.
+        drop(listener);
+        if let Ok((stream, _)) = accepted {
+            behave(stream).await;
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_endless_new_names_stays_within_the_caps() {
+    use tokio::io::AsyncWriteExt;
+    const MAX_SERIES: usize = 500;
+    const N_NAMES: usize = 20_000;
+    let source = fake_stream_peer(|mut stream| async move {
+        let mut out = bytes::BytesMut::new();
+        for i in 0..N_NAMES {
+            let name = format!("endless.metric.{i:06}.{}", "x".repeat(100));
+            let metadata = tether_proto::Event::from(tether_proto::EventMetadata {
+                name: name.clone(),
+                metric_type: tether_proto::EventMetricType::Gauge.into(),
+                unit: None,
+                description: Some("h".repeat(200)),
+            });
+            tether_proto::encode_event(&metadata, &mut out);
+            let metric = tether_proto::Event::from(tether_proto::EventMetric {
+                name,
+                timestamp: None,
+                labels: std::collections::BTreeMap::new(),
+                operation: Some(tether_proto::Operation::SetGauge(1.0)),
+            });
+            tether_proto::encode_event(&metric, &mut out);
+        }
+        let _ = stream.write_all(&out).await;
+        // Keep the connection open until the test ends.
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = config(RawConfig {
+        stream_source: Some(vec![source.clone()]),
+        stream_max_series: Some(MAX_SERIES),
+        stream_max_bytes: Some(1 << 20),
+        ..RawConfig::loopback()
+    });
+    let gateway = TestGateway::start(config).await;
+    let families = scrape_until(&gateway, "every event to be folded or refused", |f| {
+        let dropped: f64 = ["series_cap", "metadata_cap", "bytes_cap"]
+            .iter()
+            .filter_map(|reason| {
+                value_of(
+                    f,
+                    "tether_stream_dropped_events_total",
+                    &[("instance", &source), ("reason", reason)],
+                )
+            })
+            .sum();
+        let held = f
+            .iter()
+            .filter(|family| family.name.starts_with("endless_metric"))
+            .count();
+        // Every name sent is either held or refused.
+        held as f64 + dropped >= N_NAMES as f64
+    })
+    .await;
+    let held = families
+        .iter()
+        .filter(|family| family.name.starts_with("endless_metric"))
+        .count();
+    assert!(held <= MAX_SERIES, "{held} series held");
+    let bytes = value_of(
+        &families,
+        "tether_stream_held_bytes",
+        &[("instance", &source)],
+    )
+    .expect("bytes held are reported");
+    assert!(bytes <= f64::from(1u32 << 20), "{bytes} bytes held");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_is_reported_down_and_counted() {
+    let source = fake_stream_peer(|stream| async move {
+        // Connected, and silent.
+        let _held = stream;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = config(RawConfig {
+        stream_source: Some(vec![source.clone()]),
+        stream_stall_timeout_ms: Some(200),
+        ..RawConfig::loopback()
+    });
+    let gateway = TestGateway::start(config).await;
+    let families = scrape_until(&gateway, "the stall to be noticed", |f| {
+        value_of(
+            f,
+            "tether_stream_failures_total",
+            &[("instance", &source), ("reason", "stalled")],
+        ) >= Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        value_of(&families, "tether_stream_up", &[("instance", &source)]),
+        Some(0.0)
+    );
+    gateway.stop().await;
+}

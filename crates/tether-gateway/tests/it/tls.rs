@@ -174,7 +174,7 @@ fn unusable_tls_files_fail_validation_with_the_file_named() {
     std::fs::write(dir.join("empty.pem"), "").expect("write");
     // The files are read while the configuration is validated, before
     // anything binds, so a bad certificate is a configuration error.
-    let error = Config::from_raw(RawConfig {
+    let error = Config::from_raw(&RawConfig {
         tls_cert: Some(dir.join("empty.pem")),
         tls_key: Some(dir.join("missing.key")),
         ..RawConfig::loopback()

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{SnapshotConfig, StreamConfig, Update};
-use self::state::{Limits, Series, Store};
+use self::state::{Entry, Limits, Series, Store};
 use self::ui::{Action, Status, View};
 
 /// Where the stream is read from unless told otherwise: the default
@@ -216,6 +216,12 @@ fn once(
             limits.max_series
         ));
     }
+    if store.type_changes() > 0 {
+        crate::setup::report_error(&format!(
+            "tether observe: {} events that changed a metric's type were left out",
+            store.type_changes()
+        ));
+    }
     Ok(())
 }
 
@@ -225,9 +231,9 @@ fn write_snapshot(store: &Store, format: OutputFormat, out: &mut Vec<u8>) {
         OutputFormat::Json => {
             // One object per line, its fields in a fixed order.
             out.push(b'[');
-            for (i, (key, series)) in store.series().enumerate() {
+            for (i, entry) in store.series().enumerate() {
                 out.extend_from_slice(if i == 0 { b"\n  " } else { b",\n  " });
-                write_json_object(out, &series_json(store, key, series));
+                write_json_object(out, &series_json(&entry));
             }
             out.extend_from_slice(if store.n_series() == 0 {
                 b"]\n"
@@ -236,8 +242,8 @@ fn write_snapshot(store: &Store, format: OutputFormat, out: &mut Vec<u8>) {
             });
         }
         OutputFormat::Text => {
-            for (key, series) in store.series() {
-                out.extend_from_slice(series_text(store, key, series).as_bytes());
+            for entry in store.series() {
+                out.extend_from_slice(series_text(&entry).as_bytes());
                 out.push(b'\n');
             }
         }
@@ -247,19 +253,19 @@ fn write_snapshot(store: &Store, format: OutputFormat, out: &mut Vec<u8>) {
 /// `{name, kind, labels, unit, description}` and the values of the kind:
 /// `total`; `value`; or `count`, `sum`, `p50`, `p99`, `max`. Values that
 /// are not finite (or quantiles without samples) are `null`.
-fn series_json(
-    store: &Store,
-    key: &state::SeriesKey,
-    series: &Series,
-) -> Vec<(&'static str, Value)> {
-    let metadata = store.metadata(&key.name);
+fn series_json(entry: &Entry<'_>) -> Vec<(&'static str, Value)> {
+    let Entry {
+        key,
+        series,
+        metadata,
+    } = entry;
     let labels: Map<String, Value> = key
-        .labels
+        .labels()
         .iter()
         .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
         .collect();
     let mut fields = vec![
-        ("name", Value::from(key.name.as_str())),
+        ("name", Value::from(key.name())),
         ("kind", Value::from(series.kind().as_str())),
         ("labels", Value::Object(labels)),
         (
@@ -268,7 +274,7 @@ fn series_json(
         ),
         (
             "description",
-            Value::from(metadata.and_then(|metadata| metadata.description.as_deref())),
+            Value::from(metadata.and_then(|metadata| metadata.help.as_deref())),
         ),
     ];
     match series {
@@ -305,8 +311,13 @@ fn write_json_object(out: &mut Vec<u8>, fields: &[(&str, Value)]) {
 }
 
 /// `name{labels} kind values [unit=U] [# description]`, on one line.
-fn series_text(store: &Store, key: &state::SeriesKey, series: &Series) -> String {
-    let mut line = format!("{} {} ", key.display(), series.kind().as_str());
+fn series_text(entry: &Entry<'_>) -> String {
+    let Entry {
+        key,
+        series,
+        metadata,
+    } = entry;
+    let mut line = format!("{key} {} ", series.kind().as_str());
     match series {
         Series::Counter(counter) => line.push_str(&format!("total={}", counter.total)),
         Series::Gauge(gauge) => line.push_str(&format!("value={}", exact_number(gauge.value))),
@@ -323,11 +334,11 @@ fn series_text(store: &Store, key: &state::SeriesKey, series: &Series) -> String
             ));
         }
     }
-    if let Some(metadata) = store.metadata(&key.name) {
+    if let Some(metadata) = metadata {
         if let Some(unit) = &metadata.unit {
             line.push_str(&format!(" unit={unit}"));
         }
-        if let Some(description) = &metadata.description {
+        if let Some(description) = &metadata.help {
             line.push_str(" # ");
             line.push_str(&description.replace('\\', "\\\\").replace('\n', "\\n"));
         }
@@ -430,13 +441,14 @@ fn ui_loop(
 }
 
 /// Folds one message of the connection task into what is shown. A new
-/// connection starts from nothing: the server replays its metadata and
-/// current values to every client.
+/// connection keeps what the last one showed: the server's replay of
+/// metadata and current values is folded on top (see
+/// `tether_proto::StreamFold::reconnected`).
 fn apply_update(store: &mut Store, view: &mut View, update: Update) {
     match update {
         Update::Connecting => view.set_status(Status::Connecting),
         Update::Connected => {
-            store.clear();
+            store.connected();
             view.set_status(Status::Connected);
         }
         Update::Events(events) => {
@@ -565,7 +577,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_connection_clears_what_the_old_one_showed() {
+    fn a_new_connection_keeps_what_the_old_one_showed() {
         let mut store = Store::new(Limits::default());
         let mut view = View::new("a:1");
         apply_update(&mut store, &mut view, Update::Connected);
@@ -586,13 +598,23 @@ mod tests {
         assert_eq!(store.n_series(), 1);
         apply_update(&mut store, &mut view, Update::Connecting);
         apply_update(&mut store, &mut view, Update::Connected);
-        assert_eq!(store.n_series(), 0);
+        assert_eq!(store.n_series(), 1);
         apply_update(
             &mut store,
             &mut view,
-            Update::Events(vec![metric("new", &[], Operation::SetCounter(5))]),
+            Update::Events(vec![
+                metric("new", &[], Operation::SetCounter(5)),
+                metric("old", &[], Operation::IncrementCounter(2)),
+            ]),
         );
-        let names: Vec<&str> = store.series().map(|(key, _)| key.name.as_str()).collect();
-        assert_eq!(names, ["new"]);
+        let shown: Vec<String> = store
+            .series()
+            .map(|entry| match entry.series {
+                Series::Counter(counter) => format!("{} {}", entry.key, counter.total),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Increments continue from the kept total.
+        assert_eq!(shown, ["new 5", "old 3"]);
     }
 }

@@ -1,20 +1,25 @@
-//! The observer's model of one event stream: events folded into series,
-//! counter rates, gauge history, histogram quantiles, the series cap and
-//! the name filter.
+//! The observer's model of one event stream: the events folded by
+//! [`StreamFold`], and what only the observer keeps on top of the fold
+//! (counter rates, gauge history, histogram sample windows, the distinct
+//! series refused, events/s), in parallel to the fold's series indices,
+//! and the name filter.
 //!
 //! Nothing here knows about sockets, terminals or wall time: events come in
 //! through [`Store::apply`] and time through [`Store::tick`], so tests drive
-//! both. Every collection is bounded: at most `max_series` series and as many
-//! metadata entries, a fixed number of points of history per series, and a
-//! fixed window of samples per histogram.
+//! both. The fold's policies (a type change is dropped and counted, a
+//! reconnect keeps what was folded) are the gateway's too. Every
+//! collection is bounded: at most `max_series` series and as many metadata
+//! entries (and the fold's byte cap), a fixed number of points of history
+//! per series, and a fixed window of samples per histogram.
 
-use std::collections::btree_map::Entry;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tether_proto::{Event, EventKind, EventMetadata, EventMetric, EventMetricType, Operation};
+use tether_proto::{
+    Applied, Change, DropReason, Event, FoldLimits, FoldedSeries, FoldedValue, Metadata, SeriesKey,
+    SeriesKind, StreamFold,
+};
 
 /// The most series tracked at once. An event for a series beyond it is
 /// dropped, and the series counted in [`Dropped::series`]; the series
@@ -23,8 +28,8 @@ pub(crate) const DEFAULT_MAX_SERIES: usize = 10_000;
 
 /// The samples kept per histogram: p50, p99 and max are those of the most
 /// recent samples, at most this many (a sliding window, oldest out first).
-/// Count and sum cover every sample since the connection opened. With the
-/// default series cap, the windows hold at most 80 MiB.
+/// Count and sum cover every sample folded. With the default series cap,
+/// the windows hold at most 80 MiB.
 pub(crate) const DEFAULT_HISTOGRAM_WINDOW_SAMPLES: usize = 1024;
 
 /// Points of gauge history shown as a sparkline: one per tick.
@@ -56,94 +61,41 @@ impl Default for Limits {
     }
 }
 
-/// A series as the stream names it: the metric name and its labels, sorted
-/// by key. Ordering is by name, then labels.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct SeriesKey {
-    pub(crate) name: String,
-    pub(crate) labels: Vec<(String, String)>,
-}
-
-impl SeriesKey {
-    /// `name{a="1",b="2"}`, label values escaped as in the Prometheus text
-    /// format; just `name` without labels.
-    pub(crate) fn display(&self) -> String {
-        let mut out = self.name.clone();
-        if self.labels.is_empty() {
-            return out;
-        }
-        out.push('{');
-        for (i, (key, value)) in self.labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(key);
-            out.push_str("=\"");
-            for c in value.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    '\n' => out.push_str("\\n"),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-        }
-        out.push('}');
-        out
-    }
-}
-
-/// What a metric name is, from its `Metadata` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Metadata {
-    pub(crate) kind: EventMetricType,
-    pub(crate) unit: Option<String>,
-    pub(crate) description: Option<String>,
-}
-
-/// The kind of a series, decided by the operations it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-impl Kind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+impl Limits {
+    /// The fold's bounds: the observer's series cap for series and
+    /// metadata alike, and the fold's own byte cap.
+    fn fold_limits(self) -> FoldLimits {
+        FoldLimits {
+            max_series: self.max_series,
+            max_metadata: self.max_series,
+            max_bytes: FoldLimits::DEFAULT_MAX_BYTES,
         }
     }
 }
 
-/// One series' values.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Series {
+/// What one series shows, borrowed from the fold and the observer's
+/// extras.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Series<'a> {
     Counter(CounterSeries),
-    Gauge(GaugeSeries),
-    Histogram(HistogramSeries),
+    Gauge(GaugeSeries<'a>),
+    Histogram(HistogramSeries<'a>),
 }
 
-impl Series {
-    pub(crate) fn kind(&self) -> Kind {
+impl Series<'_> {
+    pub(crate) fn kind(&self) -> SeriesKind {
         match self {
-            Series::Counter(_) => Kind::Counter,
-            Series::Gauge(_) => Kind::Gauge,
-            Series::Histogram(_) => Kind::Histogram,
+            Series::Counter(_) => SeriesKind::Counter,
+            Series::Gauge(_) => SeriesKind::Gauge,
+            Series::Histogram(_) => SeriesKind::Histogram,
         }
     }
 }
 
-/// A monotonic total, sampled once per tick for its rate.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A monotonic total and its rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CounterSeries {
     pub(crate) total: u64,
-    /// `(tick time, total)`, oldest first, at most `RATE_WINDOW_TICKS + 1`.
-    samples: VecDeque<(Instant, u64)>,
     rate: Option<f64>,
 }
 
@@ -152,66 +104,30 @@ impl CounterSeries {
     pub(crate) fn rate(&self) -> Option<f64> {
         self.rate
     }
-
-    fn tick(&mut self, now: Instant) {
-        // A total that went down was reset (a restarted process, an
-        // absolute `set_counter`): the rate starts over from here.
-        if self
-            .samples
-            .back()
-            .is_some_and(|&(_, last)| self.total < last)
-        {
-            self.samples.clear();
-        }
-        self.samples.push_back((now, self.total));
-        while self.samples.len() > RATE_WINDOW_TICKS + 1 {
-            self.samples.pop_front();
-        }
-        self.rate = rate(&self.samples);
-    }
-}
-
-/// The increase per second from the first to the last sample.
-fn rate(samples: &VecDeque<(Instant, u64)>) -> Option<f64> {
-    let (&(first_at, first), &(last_at, last)) = (samples.front()?, samples.back()?);
-    let seconds = last_at.checked_duration_since(first_at)?.as_secs_f64();
-    if seconds <= 0.0 {
-        return None;
-    }
-    // Precision beyond 2^53 does not matter for a rate on a screen.
-    let delta = last.saturating_sub(first) as f64;
-    Some(delta / seconds)
 }
 
 /// A current value and its recent history, one point per tick.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct GaugeSeries {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GaugeSeries<'a> {
     pub(crate) value: f64,
     /// Oldest first, at most [`SPARKLINE_POINTS`].
-    history: VecDeque<f64>,
+    history: &'a VecDeque<f64>,
 }
 
-impl GaugeSeries {
+impl<'a> GaugeSeries<'a> {
     /// The value at each of the last ticks, oldest first.
-    pub(crate) fn history(&self) -> &VecDeque<f64> {
-        &self.history
-    }
-
-    fn tick(&mut self) {
-        if self.history.len() == SPARKLINE_POINTS {
-            self.history.pop_front();
-        }
-        self.history.push_back(self.value);
+    pub(crate) fn history(&self) -> &'a VecDeque<f64> {
+        self.history
     }
 }
 
 /// Every sample counted and summed; the most recent ones kept for quantiles.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct HistogramSeries {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HistogramSeries<'a> {
     pub(crate) count: u64,
     pub(crate) sum: f64,
     /// The most recent samples, oldest first, at most the window size.
-    window: VecDeque<f64>,
+    window: &'a VecDeque<f64>,
 }
 
 /// What a histogram shows: count and sum of all samples, quantiles and
@@ -225,16 +141,7 @@ pub(crate) struct HistogramSummary {
     pub(crate) max: Option<f64>,
 }
 
-impl HistogramSeries {
-    fn record(&mut self, sample: f64, window_samples: usize) {
-        self.count = self.count.saturating_add(1);
-        self.sum += sample;
-        while self.window.len() >= window_samples {
-            self.window.pop_front();
-        }
-        self.window.push_back(sample);
-    }
-
+impl HistogramSeries<'_> {
     /// Count and sum, and p50, p99 and max of the window (nearest rank:
     /// the smallest sample with at least that share of the window at or
     /// below it).
@@ -262,16 +169,86 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(rank.min(sorted.len()) - 1).copied()
 }
 
-/// What was refused at the limits since the stream (re)connected.
+/// One series as the screen and the snapshot show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Entry<'a> {
+    pub(crate) key: &'a SeriesKey,
+    pub(crate) series: Series<'a>,
+    /// Its name's metadata, when the type matches the series' kind.
+    pub(crate) metadata: Option<&'a Metadata>,
+}
+
+/// What the observer keeps of one series beyond the fold. Only the parts
+/// of the series' kind fill up; the others stay empty and unallocated.
+#[derive(Debug, Clone, Default)]
+struct Extras {
+    /// A counter's `(tick time, total)`, oldest first, at most
+    /// `RATE_WINDOW_TICKS + 1`.
+    samples: VecDeque<(Instant, u64)>,
+    rate: Option<f64>,
+    /// A gauge's value at each tick, oldest first, at most
+    /// [`SPARKLINE_POINTS`].
+    history: VecDeque<f64>,
+    /// A histogram's most recent samples, oldest first.
+    window: VecDeque<f64>,
+}
+
+impl Extras {
+    fn tick(&mut self, now: Instant, value: &FoldedValue) {
+        match value {
+            FoldedValue::Counter(total) => {
+                // A total that went down was reset (a restarted process, an
+                // absolute `set_counter`): the rate starts over from here.
+                if self.samples.back().is_some_and(|&(_, last)| *total < last) {
+                    self.samples.clear();
+                }
+                self.samples.push_back((now, *total));
+                while self.samples.len() > RATE_WINDOW_TICKS + 1 {
+                    self.samples.pop_front();
+                }
+                self.rate = rate(&self.samples);
+            }
+            FoldedValue::Gauge(value) => {
+                if self.history.len() == SPARKLINE_POINTS {
+                    self.history.pop_front();
+                }
+                self.history.push_back(*value);
+            }
+            FoldedValue::Histogram(_) => {}
+        }
+    }
+
+    fn record(&mut self, sample: f64, window_samples: usize) {
+        while self.window.len() >= window_samples {
+            self.window.pop_front();
+        }
+        self.window.push_back(sample);
+    }
+}
+
+/// The increase per second from the first to the last sample.
+fn rate(samples: &VecDeque<(Instant, u64)>) -> Option<f64> {
+    let (&(first_at, first), &(last_at, last)) = (samples.front()?, samples.back()?);
+    let seconds = last_at.checked_duration_since(first_at)?.as_secs_f64();
+    if seconds <= 0.0 {
+        return None;
+    }
+    // Precision beyond 2^53 does not matter for a rate on a screen.
+    let delta = last.saturating_sub(first) as f64;
+    Some(delta / seconds)
+}
+
+/// What was refused at the limits since the observer started: a reconnect
+/// keeps what was folded, and so what was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Dropped {
-    /// Hashes of the distinct series refused by the series cap.
+    /// Hashes of the distinct series refused by the series or byte cap.
     series_hashes: HashSet<u64>,
     /// More distinct series were refused than `series_hashes` holds.
     pub(crate) series_saturated: bool,
     /// Events for refused series.
     pub(crate) events: u64,
-    /// Metadata of new names refused by the cap.
+    /// Metadata refused by the cap (of new names) or the byte cap.
     pub(crate) metadata: u64,
 }
 
@@ -281,11 +258,8 @@ impl Dropped {
         self.series_hashes.len()
     }
 
-    fn refuse(&mut self, key: &SeriesKey) {
+    fn refuse(&mut self, hash: u64) {
         self.events = self.events.saturating_add(1);
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        let hash = hasher.finish();
         if self.series_hashes.len() < MAX_DROPPED_SERIES_TRACKED {
             self.series_hashes.insert(hash);
         } else if !self.series_hashes.contains(&hash) {
@@ -294,13 +268,19 @@ impl Dropped {
     }
 }
 
-/// Everything known about the stream of one connection.
+/// Everything known about the stream, over every connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     limits: Limits,
-    series: BTreeMap<SeriesKey, Series>,
-    metadata: HashMap<String, Metadata>,
+    fold: StreamFold,
+    /// `extras[i]` belongs to the fold's series `i`.
+    extras: Vec<Extras>,
+    /// Every series' index, by name then labels; the keys share the fold's
+    /// text.
+    order: BTreeMap<Arc<SeriesKey>, usize>,
     dropped: Dropped,
+    /// Whether a connection opened before: the next one is a reconnect.
+    connected_before: bool,
     /// Events received, those dropped or skipped included.
     n_events: u64,
     /// Events of a kind or operation this schema does not know.
@@ -314,9 +294,11 @@ impl Store {
     pub(crate) fn new(limits: Limits) -> Store {
         Store {
             limits,
-            series: BTreeMap::new(),
-            metadata: HashMap::new(),
+            fold: StreamFold::new(limits.fold_limits()),
+            extras: Vec::new(),
+            order: BTreeMap::new(),
             dropped: Dropped::default(),
+            connected_before: false,
             n_events: 0,
             n_skipped: 0,
             event_samples: VecDeque::new(),
@@ -328,85 +310,64 @@ impl Store {
         self.limits
     }
 
-    /// Forgets everything, for a new connection: the server replays
-    /// metadata and current values to every new client.
-    pub(crate) fn clear(&mut self) {
-        *self = Store::new(self.limits);
+    /// Tells the fold about a new connection (from the second one on):
+    /// everything is kept, and what the server replays is folded on top
+    /// (see [`StreamFold::reconnected`]).
+    pub(crate) fn connected(&mut self) {
+        if self.connected_before {
+            self.fold.reconnected();
+        }
+        self.connected_before = true;
     }
 
-    /// Folds one event in.
-    ///
-    /// An operation of another kind than the series has (an `increment_gauge`
-    /// on a counter) replaces the series with a new one of that kind: the
-    /// sender is the authority on what its metrics are.
+    /// Folds one event in, and keeps the observer's extras of what it
+    /// changed.
     pub(crate) fn apply(&mut self, event: Event) {
         self.n_events = self.n_events.saturating_add(1);
-        match event.kind {
-            Some(EventKind::Metadata(metadata)) => self.apply_metadata(metadata),
-            Some(EventKind::Metric(metric)) => self.apply_metric(metric),
-            None => self.n_skipped = self.n_skipped.saturating_add(1),
-        }
-    }
-
-    fn apply_metadata(&mut self, event: EventMetadata) {
-        let metadata = Metadata {
-            kind: event.metric_type(),
-            unit: event.unit.filter(|unit| !unit.is_empty()),
-            description: event.description.filter(|text| !text.is_empty()),
-        };
-        if let Some(known) = self.metadata.get_mut(&event.name) {
-            *known = metadata;
-        } else if self.metadata.len() < self.limits.max_series {
-            self.metadata.insert(event.name, metadata);
-        } else {
-            self.dropped.metadata = self.dropped.metadata.saturating_add(1);
-        }
-    }
-
-    fn apply_metric(&mut self, metric: EventMetric) {
-        let Some(operation) = metric.operation else {
+        let Some(kind) = event.kind else {
             self.n_skipped = self.n_skipped.saturating_add(1);
             return;
         };
-        let kind = match operation {
-            Operation::IncrementCounter(_) | Operation::SetCounter(_) => Kind::Counter,
-            Operation::IncrementGauge(_)
-            | Operation::DecrementGauge(_)
-            | Operation::SetGauge(_) => Kind::Gauge,
-            Operation::RecordHistogram(_) => Kind::Histogram,
-        };
-        let key = SeriesKey {
-            name: metric.name,
-            labels: metric.labels.into_iter().collect(),
-        };
-        let at_cap = self.series.len() >= self.limits.max_series;
-        let series = match self.series.entry(key) {
-            Entry::Occupied(entry) => {
-                let series = entry.into_mut();
-                if series.kind() != kind {
-                    *series = new_series(kind);
+        match self.fold.apply(kind) {
+            Applied::Series {
+                index,
+                created,
+                change,
+            } => {
+                if created {
+                    self.track(index);
                 }
-                series
+                if let (Change::Histogram { sample }, Some(extras)) =
+                    (change, self.extras.get_mut(index))
+                {
+                    extras.record(sample, self.limits.histogram_window_samples.max(1));
+                }
             }
-            Entry::Vacant(entry) if at_cap => {
-                self.dropped.refuse(entry.key());
-                return;
-            }
-            Entry::Vacant(entry) => entry.insert(new_series(kind)),
-        };
-        match (series, operation) {
-            (Series::Counter(counter), Operation::IncrementCounter(by)) => {
-                counter.total = counter.total.saturating_add(by);
-            }
-            (Series::Counter(counter), Operation::SetCounter(value)) => counter.total = value,
-            (Series::Gauge(gauge), Operation::IncrementGauge(by)) => gauge.value += by,
-            (Series::Gauge(gauge), Operation::DecrementGauge(by)) => gauge.value -= by,
-            (Series::Gauge(gauge), Operation::SetGauge(value)) => gauge.value = value,
-            (Series::Histogram(histogram), Operation::RecordHistogram(sample)) => {
-                histogram.record(sample, self.limits.histogram_window_samples.max(1));
-            }
-            // `new_series` made the series of the operation's kind.
-            _ => {}
+            Applied::Metadata { .. } => {}
+            Applied::Dropped { reason, series } => match (reason, series) {
+                (DropReason::SeriesCap | DropReason::BytesCap, Some(hash)) => {
+                    self.dropped.refuse(hash);
+                }
+                (DropReason::MetadataCap | DropReason::BytesCap, _) => {
+                    self.dropped.metadata = self.dropped.metadata.saturating_add(1);
+                }
+                (DropReason::UnknownOperation, _) => {
+                    self.n_skipped = self.n_skipped.saturating_add(1);
+                }
+                // A type change is counted by the fold (see
+                // `type_changes`); a refused series always has its hash.
+                (DropReason::TypeChange | DropReason::SeriesCap, _) => {}
+            },
+        }
+    }
+
+    /// Starts the extras of the fold's new series `index`, the next one:
+    /// the fold numbers series in creation order and every event comes
+    /// through [`Store::apply`].
+    fn track(&mut self, index: usize) {
+        if let Some(series) = self.fold.series().get(index) {
+            self.extras.push(Extras::default());
+            self.order.insert(series.shared_key(), index);
         }
     }
 
@@ -414,12 +375,8 @@ impl Store {
     /// for its sparkline, and the event count for events/s. Call it at a
     /// steady interval.
     pub(crate) fn tick(&mut self, now: Instant) {
-        for series in self.series.values_mut() {
-            match series {
-                Series::Counter(counter) => counter.tick(now),
-                Series::Gauge(gauge) => gauge.tick(),
-                Series::Histogram(_) => {}
-            }
+        for (series, extras) in self.fold.series().iter().zip(&mut self.extras) {
+            extras.tick(now, series.value());
         }
         self.event_samples.push_back((now, self.n_events));
         while self.event_samples.len() > RATE_WINDOW_TICKS + 1 {
@@ -429,32 +386,57 @@ impl Store {
     }
 
     /// Every series, by name then labels.
-    pub(crate) fn series(&self) -> impl Iterator<Item = (&SeriesKey, &Series)> {
-        self.series.iter()
+    pub(crate) fn series(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.matching("")
     }
 
     /// The series whose name contains `filter`, ignoring ASCII case; all of
     /// them for an empty filter.
-    pub(crate) fn matching<'a>(
-        &'a self,
-        filter: &'a str,
-    ) -> impl Iterator<Item = (&'a SeriesKey, &'a Series)> + 'a {
-        self.series
+    pub(crate) fn matching<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = Entry<'a>> + 'a {
+        self.order
             .iter()
-            .filter(move |(key, _)| name_matches(&key.name, filter))
+            .filter(move |(key, _)| name_matches(key.name(), filter))
+            .filter_map(|(_, &index)| self.entry(index))
+    }
+
+    /// Series `index` as it is shown.
+    fn entry(&self, index: usize) -> Option<Entry<'_>> {
+        let folded: &FoldedSeries = self.fold.series().get(index)?;
+        let extras = self.extras.get(index)?;
+        let series = match folded.value() {
+            FoldedValue::Counter(total) => Series::Counter(CounterSeries {
+                total: *total,
+                rate: extras.rate,
+            }),
+            FoldedValue::Gauge(value) => Series::Gauge(GaugeSeries {
+                value: *value,
+                history: &extras.history,
+            }),
+            FoldedValue::Histogram(histogram) => Series::Histogram(HistogramSeries {
+                count: histogram.count(),
+                sum: histogram.sum(),
+                window: &extras.window,
+            }),
+        };
+        Some(Entry {
+            key: folded.key(),
+            series,
+            metadata: self.fold.series_metadata(index),
+        })
     }
 
     #[cfg(test)]
-    pub(crate) fn get(&self, key: &SeriesKey) -> Option<&Series> {
-        self.series.get(key)
+    pub(crate) fn get(&self, key: &SeriesKey) -> Option<Entry<'_>> {
+        self.entry(self.fold.index_of(key)?)
     }
 
+    #[cfg(test)]
     pub(crate) fn metadata(&self, name: &str) -> Option<&Metadata> {
-        self.metadata.get(name)
+        self.fold.metadata(name)
     }
 
     pub(crate) fn n_series(&self) -> usize {
-        self.series.len()
+        self.fold.series().len()
     }
 
     #[cfg(test)]
@@ -470,17 +452,14 @@ impl Store {
         &self.dropped
     }
 
+    /// Operations dropped because their kind differed from their series'.
+    pub(crate) fn type_changes(&self) -> u64 {
+        self.fold.dropped().type_change
+    }
+
     /// Events per second over the last ticks; `None` before two ticks.
     pub(crate) fn events_per_second(&self) -> Option<f64> {
         self.events_per_second
-    }
-}
-
-fn new_series(kind: Kind) -> Series {
-    match kind {
-        Kind::Counter => Series::Counter(CounterSeries::default()),
-        Kind::Gauge => Series::Gauge(GaugeSeries::default()),
-        Kind::Histogram => Series::Histogram(HistogramSeries::default()),
     }
 }
 
@@ -497,17 +476,18 @@ pub(crate) fn name_matches(name: &str, filter: &str) -> bool {
 mod tests {
     use std::time::Duration;
 
+    use tether_proto::{EventMetric, EventMetricType, Operation};
+
     use super::*;
     use crate::observe::test_events::{metadata, metric};
 
     fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
-        SeriesKey {
-            name: name.to_owned(),
-            labels: labels
+        SeriesKey::new(
+            name,
+            labels
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
     }
 
     fn store_with(events: impl IntoIterator<Item = Event>) -> Store {
@@ -519,22 +499,22 @@ mod tests {
     }
 
     fn counter(store: &Store, key: &SeriesKey) -> CounterSeries {
-        match store.get(key) {
-            Some(Series::Counter(counter)) => counter.clone(),
+        match store.get(key).map(|entry| entry.series) {
+            Some(Series::Counter(counter)) => counter,
             other => panic!("{key:?} is not a counter: {other:?}"),
         }
     }
 
-    fn gauge(store: &Store, key: &SeriesKey) -> GaugeSeries {
-        match store.get(key) {
-            Some(Series::Gauge(gauge)) => gauge.clone(),
+    fn gauge<'a>(store: &'a Store, key: &SeriesKey) -> GaugeSeries<'a> {
+        match store.get(key).map(|entry| entry.series) {
+            Some(Series::Gauge(gauge)) => gauge,
             other => panic!("{key:?} is not a gauge: {other:?}"),
         }
     }
 
-    fn histogram(store: &Store, key: &SeriesKey) -> HistogramSeries {
-        match store.get(key) {
-            Some(Series::Histogram(histogram)) => histogram.clone(),
+    fn histogram<'a>(store: &'a Store, key: &SeriesKey) -> HistogramSeries<'a> {
+        match store.get(key).map(|entry| entry.series) {
+            Some(Series::Histogram(histogram)) => histogram,
             other => panic!("{key:?} is not a histogram: {other:?}"),
         }
     }
@@ -542,36 +522,36 @@ mod tests {
     #[test]
     fn each_operation_folds_into_its_series() {
         // (operations on one series, the kind and value they leave)
-        let cases: [(&[Operation], Kind, f64); 7] = [
-            (&[Operation::IncrementCounter(3)], Kind::Counter, 3.0),
+        let cases: [(&[Operation], SeriesKind, f64); 7] = [
+            (&[Operation::IncrementCounter(3)], SeriesKind::Counter, 3.0),
             (
                 &[
                     Operation::IncrementCounter(3),
                     Operation::IncrementCounter(4),
                 ],
-                Kind::Counter,
+                SeriesKind::Counter,
                 7.0,
             ),
-            (&[Operation::SetCounter(42)], Kind::Counter, 42.0),
-            (&[Operation::IncrementGauge(1.5)], Kind::Gauge, 1.5),
+            (&[Operation::SetCounter(42)], SeriesKind::Counter, 42.0),
+            (&[Operation::IncrementGauge(1.5)], SeriesKind::Gauge, 1.5),
             (
                 &[Operation::SetGauge(10.0), Operation::DecrementGauge(2.5)],
-                Kind::Gauge,
+                SeriesKind::Gauge,
                 7.5,
             ),
-            (&[Operation::SetGauge(-3.0)], Kind::Gauge, -3.0),
+            (&[Operation::SetGauge(-3.0)], SeriesKind::Gauge, -3.0),
             (
                 &[
                     Operation::RecordHistogram(1.0),
                     Operation::RecordHistogram(2.5),
                 ],
-                Kind::Histogram,
+                SeriesKind::Histogram,
                 3.5,
             ),
         ];
         for (operations, kind, value) in cases {
             let store = store_with(operations.iter().map(|&op| metric("m", &[], op)));
-            let series = store.get(&key("m", &[])).expect("the series");
+            let series = store.get(&key("m", &[])).expect("the series").series;
             assert_eq!(series.kind(), kind, "{operations:?}");
             let got = match series {
                 Series::Counter(counter) => counter.total as f64,
@@ -629,7 +609,7 @@ mod tests {
             metric("a", &[("x", "1")], Operation::IncrementCounter(1)),
             metric("a", &[("x", "1")], Operation::IncrementCounter(1)),
         ]);
-        let keys: Vec<String> = store.series().map(|(key, _)| key.display()).collect();
+        let keys: Vec<String> = store.series().map(|entry| entry.key.to_string()).collect();
         assert_eq!(keys, ["a{x=\"1\"}", "a{x=\"2\"}", "b"]);
         assert_eq!(counter(&store, &key("a", &[("x", "1")])).total, 2);
     }
@@ -637,17 +617,23 @@ mod tests {
     #[test]
     fn label_values_are_escaped_for_display() {
         let k = key("m", &[("a", "q\"b\\n\nz"), ("b", "")]);
-        assert_eq!(k.display(), r#"m{a="q\"b\\n\nz",b=""}"#);
+        assert_eq!(k.to_string(), r#"m{a="q\"b\\n\nz",b=""}"#);
     }
 
     #[test]
-    fn an_operation_of_another_kind_replaces_the_series() {
+    fn an_operation_of_another_kind_is_dropped_and_counted() {
+        // The fold's policy, the gateway's too: the first kind stays.
         let k = key("m", &[]);
-        let store = store_with([
+        let mut store = store_with([
             metric("m", &[], Operation::IncrementCounter(5)),
             metric("m", &[], Operation::SetGauge(2.0)),
+            metric("m", &[], Operation::RecordHistogram(2.0)),
         ]);
-        assert_eq!(gauge(&store, &k).value, 2.0);
+        assert_eq!(counter(&store, &k).total, 5);
+        assert_eq!(store.type_changes(), 2);
+        assert_eq!(store.n_series(), 1);
+        store.apply(metric("m", &[], Operation::IncrementCounter(1)));
+        assert_eq!(counter(&store, &k).total, 6);
     }
 
     #[test]
@@ -659,9 +645,9 @@ mod tests {
             "Time to answer.",
         )]);
         let expected = Metadata {
-            kind: EventMetricType::Histogram,
+            kind: Some(SeriesKind::Histogram),
             unit: Some("seconds".to_owned()),
-            description: Some("Time to answer.".to_owned()),
+            help: Some("Time to answer.".to_owned()),
         };
         assert_eq!(store.metadata("latency"), Some(&expected));
         // Metadata alone makes no series.
@@ -669,7 +655,23 @@ mod tests {
         // An empty unit or description is no unit or description.
         store.apply(metadata("latency", EventMetricType::Histogram, "", ""));
         let latency = store.metadata("latency").expect("metadata");
-        assert_eq!((&latency.unit, &latency.description), (&None, &None));
+        assert_eq!((&latency.unit, &latency.help), (&None, &None));
+    }
+
+    #[test]
+    fn metadata_of_another_type_than_the_series_is_not_shown() {
+        // The fold's policy, the gateway's too: the operations decide.
+        let store = store_with([
+            metadata("a", EventMetricType::Gauge, "bytes", "A gauge."),
+            metric("a", &[], Operation::IncrementCounter(1)),
+            metadata("b", EventMetricType::Counter, "", "A counter."),
+            metric("b", &[], Operation::IncrementCounter(1)),
+        ]);
+        let shown: Vec<Option<&str>> = store
+            .series()
+            .map(|entry| entry.metadata.and_then(|m| m.help.as_deref()))
+            .collect();
+        assert_eq!(shown, [None, Some("A counter.")]);
     }
 
     #[test]
@@ -869,26 +871,38 @@ mod tests {
     }
 
     #[test]
-    fn clearing_for_a_reconnect_forgets_everything_but_the_limits() {
+    fn a_reconnect_keeps_what_was_folded_and_increments_continue() {
         let limits = Limits {
-            max_series: 1,
+            max_series: 2,
             histogram_window_samples: 4,
         };
         let mut store = Store::new(limits);
+        store.connected();
         store.apply(metadata("a", EventMetricType::Counter, "count", "A."));
         store.apply(metric("a", &[], Operation::IncrementCounter(1)));
-        store.apply(metric("b", &[], Operation::IncrementCounter(1)));
+        store.apply(metric("b", &[], Operation::SetCounter(4)));
+        store.apply(metric("c", &[], Operation::IncrementCounter(1)));
+        store.apply(metric("h", &[], Operation::RecordHistogram(1.0)));
         store.tick(Instant::now());
-        assert_eq!(store.dropped().series(), 1);
-        store.clear();
-        assert_eq!(store.n_series(), 0);
-        assert_eq!(store.metadata("a"), None);
-        assert_eq!(store.dropped(), &Dropped::default());
-        assert_eq!((store.n_events(), store.events_per_second()), (0, None));
+        assert_eq!(store.dropped().series(), 2);
+        store.connected();
+        // The fold's policy, the gateway's too: everything is kept.
+        assert_eq!(store.n_series(), 2);
+        assert_eq!(
+            store.metadata("a").and_then(|m| m.help.as_deref()),
+            Some("A.")
+        );
+        assert_eq!(store.dropped().series(), 2);
         assert_eq!(store.limits(), limits);
-        // The replay after the reconnect starts from zero.
+        // Increments continue from the kept total; absolute values replace it.
+        store.apply(metric("a", &[], Operation::IncrementCounter(2)));
         store.apply(metric("b", &[], Operation::SetCounter(9)));
+        assert_eq!(counter(&store, &key("a", &[])).total, 3);
         assert_eq!(counter(&store, &key("b", &[])).total, 9);
+        // The series refused before are refused still.
+        store.apply(metric("c", &[], Operation::IncrementCounter(1)));
+        assert_eq!(store.dropped().series(), 2);
+        assert_eq!(store.dropped().events, 3);
     }
 
     #[test]
@@ -901,7 +915,7 @@ mod tests {
         let names = |filter: &str| -> Vec<String> {
             store
                 .matching(filter)
-                .map(|(key, _)| key.name.clone())
+                .map(|entry| entry.key.name().to_owned())
                 .collect()
         };
         assert_eq!(names("http"), ["HTTP_errors", "http_requests_total"]);

@@ -14,7 +14,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use crate::observe::state::{Series, SeriesKey, Store};
+use crate::observe::state::{Entry, Series, Store};
 
 /// The longest filter accepted, in characters; further keys are ignored.
 pub(crate) const MAX_FILTER_CHARS: usize = 256;
@@ -184,6 +184,13 @@ fn status_line<'a>(store: &Store, view: &'a View) -> Paragraph<'a> {
             store.n_skipped()
         )));
     }
+    if store.type_changes() > 0 {
+        spans.push(separator());
+        spans.push(Span::raw(format!(
+            "{} events changing a metric's type dropped",
+            store.type_changes()
+        )));
+    }
     let dropped = store.dropped();
     if dropped.series() > 0 || dropped.metadata > 0 {
         let plus = if dropped.series_saturated { "+" } else { "" };
@@ -225,10 +232,10 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, store: &Store, view: &View, n_m
         .matching(&view.filter)
         .skip(view.scroll)
         .take(view.page_rows)
-        .map(|(key, series)| {
-            let name = printable(&key.display());
+        .map(|entry| {
+            let name = printable(&entry.key.to_string());
             series_width = series_width.max(name.chars().count());
-            series_row(store, name, key, series)
+            series_row(name, &entry)
         })
         .collect();
     // The series column is as wide as its longest row shown, up to three
@@ -257,8 +264,8 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, store: &Store, view: &View, n_m
     frame.render_widget(Table::new(rows, widths).header(header), area);
 }
 
-fn series_row<'a>(store: &'a Store, name: String, key: &SeriesKey, series: &Series) -> Row<'a> {
-    let (value, detail) = match series {
+fn series_row<'a>(name: String, entry: &Entry<'_>) -> Row<'a> {
+    let (value, detail) = match &entry.series {
         Series::Counter(counter) => (
             counter.total.to_string(),
             match counter.rate() {
@@ -284,7 +291,7 @@ fn series_row<'a>(store: &'a Store, name: String, key: &SeriesKey, series: &Seri
             )
         }
     };
-    let metadata = store.metadata(&key.name);
+    let metadata = entry.metadata;
     let unit = printable(
         metadata
             .and_then(|metadata| metadata.unit.as_deref())
@@ -292,12 +299,12 @@ fn series_row<'a>(store: &'a Store, name: String, key: &SeriesKey, series: &Seri
     );
     let description = printable(
         metadata
-            .and_then(|metadata| metadata.description.as_deref())
+            .and_then(|metadata| metadata.help.as_deref())
             .unwrap_or(""),
     );
     Row::new([
         Cell::from(name),
-        Cell::from(series.kind().as_str()),
+        Cell::from(entry.series.kind().as_str()),
         Cell::from(value),
         Cell::from(detail),
         Cell::from(unit),
@@ -655,6 +662,23 @@ mod tests {
             "{}",
             lines.join("\n")
         );
+    }
+
+    #[test]
+    fn the_status_line_counts_operations_that_changed_a_type() {
+        let mut store = Store::new(Limits::default());
+        store.apply(metric("m", &[], Operation::IncrementCounter(1)));
+        store.apply(metric("m", &[], Operation::SetGauge(1.0)));
+        let mut view = View::new("a:1");
+        view.set_status(Status::Connected);
+        let lines = screen(&store, &mut view, 160, 4);
+        assert!(
+            lines[0].contains("│ 1 series │ 1 events changing a metric's type dropped"),
+            "{}",
+            lines.join("\n")
+        );
+        // The series keeps its first kind.
+        assert!(lines[2].contains("counter"), "{}", lines.join("\n"));
     }
 
     #[test]

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     DEFAULT_AGENT_LISTEN, DEFAULT_FINAL_PUSH_TTL_SECS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES, RawConfig,
-    millis, parse_addr, positive_usize,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES, RawConfig, millis,
+    parse_addr, positive_usize,
 };
 use crate::error::{ConfigError, Error};
-use crate::sources::{Part, ScrapeRequest, Scope, Source, SourceStatus, StatusItem};
+use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
 use crate::telemetry::Telemetry;
 use crate::view::{Drops, Families, Origin};
 use registry::{HeldPush, Registry};
@@ -156,7 +156,8 @@ impl AgentsSource {
         telemetry: Arc<Telemetry>,
         recorder: &dyn metrics::Recorder,
     ) -> Result<Arc<AgentsSource>, Error> {
-        let socket = crate::server::bind_listener(settings.listen).map_err(|source| Error::Bind {
+        let socket =
+            crate::server::bind_listener(settings.listen).map_err(|source| Error::Bind {
                 what: "agents",
                 addr: settings.listen,
                 source,
@@ -355,10 +356,7 @@ impl Source for AgentsSource {
                     .map(|held| StatusItem {
                         id: render_identity(held.pushed.target.labels()),
                         state: "final push held",
-                        details: vec![(
-                            "series",
-                            held.pushed.families.n_series().to_string(),
-                        )],
+                        details: vec![("series", held.pushed.families.n_series().to_string())],
                     }),
             )
             .collect();

@@ -107,10 +107,7 @@ pub(crate) enum ScrapeFailure {
 
 impl AgentHandle {
     /// Asks the agent for its families and waits at most `timeout`.
-    pub(crate) async fn scrape(
-        &self,
-        timeout: Duration,
-    ) -> Result<Answer, ScrapeFailure> {
+    pub(crate) async fn scrape(&self, timeout: Duration) -> Result<Answer, ScrapeFailure> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .try_send(Command::Scrape { timeout, reply })

@@ -117,11 +117,8 @@ impl Scraper {
                     running.round.clone()
                 }
                 _ => {
-                    let round = start_round(
-                        self.registry.agents(),
-                        self.registry.stamp(),
-                        deadline,
-                    );
+                    let round =
+                        start_round(self.registry.agents(), self.registry.stamp(), deadline);
                     *slot = Some(InFlight {
                         deadline,
                         round: round.clone(),

@@ -12,7 +12,10 @@ use super::scrape::Scraper;
 use crate::view::{Drops, Families, Origin, View};
 
 fn identity(instance: &str) -> Identity {
-    Identity::new(vec![Label::new("job", "app"), Label::new("instance", instance)])
+    Identity::new(vec![
+        Label::new("job", "app"),
+        Label::new("instance", instance),
+    ])
 }
 
 fn families(value: f64, target: &tether_model::TargetLabels) -> Families {

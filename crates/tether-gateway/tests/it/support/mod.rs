@@ -20,8 +20,12 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A validated configuration from `raw`, which tests build on
 /// [`RawConfig::loopback`].
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "tests write `config(RawConfig { .. })` with a temporary"
+)]
 pub(crate) fn config(raw: RawConfig) -> Config {
-    Config::from_raw(raw).expect("a valid test configuration")
+    Config::from_raw(&raw).expect("a valid test configuration")
 }
 
 /// A running gateway that stops when dropped.
