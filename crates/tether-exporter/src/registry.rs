@@ -167,24 +167,10 @@ pub(crate) struct Index {
 }
 
 /// The names a family of `kind` called `name` writes, in text 0.0.4 and in
-/// OpenMetrics.
+/// OpenMetrics: the rule of `tether_model::exposition_names`, which the
+/// gateway's merge applies too.
 fn exposition_names(name: &str, kind: Kind) -> Vec<String> {
-    match kind {
-        Kind::Counter => {
-            let base = name.strip_suffix("_total").unwrap_or(name);
-            vec![
-                name.to_owned(),
-                base.to_owned(),
-                format!("{base}_total"),
-                format!("{base}_created"),
-            ]
-        }
-        Kind::Gauge => vec![name.to_owned()],
-        Kind::Histogram => ["", "_bucket", "_sum", "_count", "_created"]
-            .iter()
-            .map(|suffix| format!("{name}{suffix}"))
-            .collect(),
-    }
+    tether_model::exposition_names(name, kind.metric_type()).collect()
 }
 
 fn labels_hash(labels: &[Label]) -> u64 {

@@ -13,37 +13,16 @@ use std::borrow::Cow;
 use metrics::Key;
 use tether_model::Label;
 
-/// Returns `name` as a valid Prometheus metric name.
+/// Returns `name` as a valid Prometheus metric name, by the one rule of
+/// `tether_model::sanitize_metric_name`.
 pub(crate) fn metric_name(name: &str) -> Cow<'_, str> {
-    sanitize(name, true)
+    tether_model::sanitize_metric_name(name)
 }
 
-/// Returns `name` as a valid Prometheus label name.
+/// Returns `name` as a valid Prometheus label name, by the one rule of
+/// `tether_model::sanitize_label_name`.
 pub(crate) fn label_name(name: &str) -> Cow<'_, str> {
-    sanitize(name, false)
-}
-
-fn valid_char(c: char, first: bool, colon: bool) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || (colon && c == ':') || (!first && c.is_ascii_digit())
-}
-
-fn sanitize(name: &str, colon: bool) -> Cow<'_, str> {
-    if name.is_empty() {
-        return Cow::Borrowed("_");
-    }
-    let valid = name
-        .chars()
-        .enumerate()
-        .all(|(i, c)| valid_char(c, i == 0, colon));
-    if valid {
-        return Cow::Borrowed(name);
-    }
-    Cow::Owned(
-        name.chars()
-            .enumerate()
-            .map(|(i, c)| if valid_char(c, i == 0, colon) { c } else { '_' })
-            .collect(),
-    )
+    tether_model::sanitize_label_name(name)
 }
 
 /// The exposition labels of `key`: names sanitized, sorted by name, and
