@@ -139,7 +139,6 @@ async fn prometheus_scrapes_the_gateway_and_stores_every_agent_series() {
 
 #[tokio::test]
 async fn promtool_and_the_model_checker_accept_the_gateway_output() {
-    use std::io::Write;
     let gateway = TestGateway::start(Config::loopback()).await;
     let (agent, _) = RawAgent::hello(gateway.agents, "app", "a:1", "").await;
     let _serving = agent.serve(vec![gauge(
@@ -156,27 +155,7 @@ async fn promtool_and_the_model_checker_accept_the_gateway_output() {
         100,
     );
     assert!(checked.errors.is_empty(), "{:?}", checked.errors);
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`)");
-    promtool
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(&body)
-        .expect("write to promtool");
-    let output = promtool.wait_with_output().expect("promtool runs");
-    // 0: clean; 3: lint advice only (the test's gauges have no unit suffix).
-    assert!(
-        matches!(output.status.code(), Some(0 | 3)),
-        "promtool rejected the gateway's output: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_promtool_accepts(&body);
     gateway.stop().await;
 }
 
@@ -213,7 +192,6 @@ fn one_series(name: &str, metric_type: tether_model::MetricType) -> tether_model
 
 #[tokio::test]
 async fn agents_whose_families_collide_still_make_one_valid_exposition() {
-    use std::io::Write;
     use tether_model::MetricType::{Counter, Gauge, Histogram};
     let gateway = TestGateway::start(Config::loopback()).await;
     let (a, _) = RawAgent::hello(gateway.agents, "app", "a", "").await;
@@ -252,27 +230,35 @@ async fn agents_whose_families_collide_still_make_one_valid_exposition() {
         assert_eq!(text.matches("temp{").count(), 2, "{text}");
         assert_eq!(text.matches("tether_agent_up{").count(), 2, "{text}");
         if format == tether_model::Format::Text {
-            let mut promtool = Command::new("promtool")
-                .args(["check", "metrics"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("promtool must be installed (Debian package `prometheus`)");
-            promtool
-                .stdin
-                .take()
-                .expect("piped")
-                .write_all(&body)
-                .expect("write to promtool");
-            let output = promtool.wait_with_output().expect("promtool runs");
-            assert!(
-                matches!(output.status.code(), Some(0 | 3)),
-                "promtool rejected the gateway's output: {}{}\n{text}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
+            assert_promtool_accepts(&body);
         }
     }
     gateway.stop().await;
+}
+
+/// `promtool check metrics` accepts `body`: 0 is clean, 3 is lint advice
+/// only (test gauges have no unit suffix).
+fn assert_promtool_accepts(body: &[u8]) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package `prometheus`)");
+    promtool
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(body)
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("promtool runs");
+    assert!(
+        matches!(output.status.code(), Some(0 | 3)),
+        "promtool rejected the gateway's output: {}{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(body)
+    );
 }
