@@ -11,13 +11,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tether_model::{MetricFamily, to_proto};
 use tether_proto::{
-    ClientMessage, FrameDecoder, Goodbye, Hello, Ping, Pong, Push, RejectReason,
-    SILENT_INTERVALS_BEFORE_DEAD, ScrapeResponse, ServerKind, decode_server_message,
+    ClientMessage, Goodbye, Hello, Ping, Pong, Push, RejectReason, SILENT_INTERVALS_BEFORE_DEAD,
+    ScrapeResponse, ServerKind, ServerMessage, decode_server_message,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tether_tcp::FramedConn;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -39,6 +39,10 @@ const MAX_INBOUND_FRAME_BYTES: usize = 1 << 20;
 const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Capacity of the application's command queue to the agent task.
 const CONTROL_QUEUE: usize = 16;
+/// How long a stopping agent waits for acknowledgements of pushes in flight.
+const STOP_ACKS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping agent may take to send `Goodbye` and close.
+const STOP_GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where the agent gets the families it answers scrapes with.
 pub type FamiliesSource = Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
@@ -363,7 +367,10 @@ async fn run(
         let _ = state.send(AgentState::Connecting { attempt });
         let outcome = tokio::select! {
             outcome = session(&builder, &source, &mut commands, &state, &shutdown) => outcome,
-            () = shutdown.cancelled() => Outcome::Stop(None),
+            // A session stops by itself when `shutdown` is cancelled, and
+            // says goodbye when connected; this ends one that is stuck in
+            // a write to a gateway that stopped reading.
+            () = cancelled_for(&shutdown, STOP_ACKS_TIMEOUT + STOP_GOODBYE_TIMEOUT) => Outcome::Stop(None),
         };
         match outcome {
             Outcome::Stop(error) => {
@@ -400,6 +407,12 @@ async fn run(
             }
         }
     }
+}
+
+/// Returns `grace` after `token` is cancelled.
+async fn cancelled_for(token: &CancellationToken, grace: Duration) {
+    token.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 /// How one session ended.
@@ -442,7 +455,9 @@ async fn session(
                 )
             }
         };
-        let mut conn = Framed::new(stream);
+        let mut conn = Framed {
+            frames: FramedConn::new(stream),
+        };
         let mut hello = Hello::new(
             builder.token.clone(),
             builder.identity.iter().map(|(n, v)| (n.clone(), v.clone())),
@@ -458,7 +473,12 @@ async fn session(
             .map_err(|e| format!("read Welcome: {e}"))?;
         Ok::<_, String>((conn, welcome))
     };
-    let (mut conn, first) = match tokio::time::timeout(builder.connect_timeout, connect).await {
+    let connected = tokio::select! {
+        connected = tokio::time::timeout(builder.connect_timeout, connect) => connected,
+        // Not connected yet: there is no one to say goodbye to.
+        () = shutdown.cancelled() => return Outcome::Stop(None),
+    };
+    let (mut conn, first) = match connected {
         Err(_) => return lost(format!("no handshake within {:?}", builder.connect_timeout)),
         Ok(Err(reason)) => return lost(reason),
         Ok(Ok(connected)) => connected,
@@ -512,16 +532,13 @@ async fn session(
                 match message.kind {
                     Some(ServerKind::ScrapeRequest(request)) => {
                         let families: Vec<_> = source().iter().map(to_proto).collect();
-                        let mut response = ScrapeResponse { id: request.id, families, error: String::new() };
-                        let mut buf = BytesMut::new();
-                        if tether_proto::encode_limited(&ClientMessage::from(response.clone()), max_frame_bytes, &mut buf).is_err() {
-                            response.families.clear();
-                            response.error = format!("the metrics exceed the gateway's frame limit of {max_frame_bytes} bytes");
-                            tracing::warn!(gateway = %builder.gateway, %response.error, "scrape answered with an error");
-                            buf.clear();
-                            tether_proto::encode(&ClientMessage::from(response), &mut buf);
+                        let response = ClientMessage::from(ScrapeResponse { id: request.id, families, error: String::new() });
+                        if conn.frames.feed_limited(&response, max_frame_bytes).is_err() {
+                            let error = format!("the metrics exceed the gateway's frame limit of {max_frame_bytes} bytes");
+                            tracing::warn!(gateway = %builder.gateway, %error, "scrape answered with an error");
+                            conn.frames.feed(&ClientMessage::from(ScrapeResponse { id: request.id, families: Vec::new(), error }));
                         }
-                        if let Err(error) = conn.write(&buf).await {
+                        if let Err(error) = conn.flush().await {
                             return connected_lost(error);
                         }
                     }
@@ -551,15 +568,14 @@ async fn session(
                 };
                 let id = next_push_id;
                 next_push_id += 1;
-                let push = Push { id, families: source().iter().map(to_proto).collect(), r#final: is_final };
-                let mut buf = BytesMut::new();
-                if tether_proto::encode_limited(&ClientMessage::from(push), max_frame_bytes, &mut buf).is_err() {
+                let push = ClientMessage::from(Push { id, families: source().iter().map(to_proto).collect(), r#final: is_final });
+                if conn.frames.feed_limited(&push, max_frame_bytes).is_err() {
                     let _ = reply.send(Err(AgentError::PushRefused(format!(
                         "the metrics exceed the gateway's frame limit of {max_frame_bytes} bytes"
                     ))));
                     continue;
                 }
-                if let Err(error) = conn.write(&buf).await {
+                if let Err(error) = conn.flush().await {
                     let _ = reply.send(Err(AgentError::Stopped));
                     return connected_lost(error);
                 }
@@ -591,58 +607,52 @@ async fn session(
                         }
                     }
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-                let _ = conn.send(&ClientMessage::from(Goodbye { reason: "closing".to_owned() })).await;
-                let _ = conn.stream.shutdown().await;
+                let _ = tokio::time::timeout(STOP_ACKS_TIMEOUT, drain).await;
+                let goodbye = async {
+                    let _ = conn.send(&ClientMessage::from(Goodbye { reason: "closing".to_owned() })).await;
+                    let _ = conn.frames.get_mut().shutdown().await;
+                };
+                let _ = tokio::time::timeout(STOP_GOODBYE_TIMEOUT, goodbye).await;
                 return Outcome::Stop(None);
             }
         }
     }
 }
 
-/// Frames over the connection's byte stream.
+/// The connection to the gateway as messages: frames through
+/// [`FramedConn`], decoded, with errors as the reasons a session ends.
 struct Framed {
-    stream: Box<dyn Io>,
-    buf: BytesMut,
+    frames: FramedConn<Box<dyn Io>>,
 }
 
 impl Framed {
-    fn new(stream: Box<dyn Io>) -> Framed {
-        Framed {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-        }
-    }
-
-    /// The next message, `None` at a clean end. Cancel safe: partial frames
-    /// stay buffered.
-    async fn read(&mut self) -> Result<Option<tether_proto::ServerMessage>, String> {
-        let mut decoder = FrameDecoder::new(MAX_INBOUND_FRAME_BYTES);
-        loop {
-            if let Some(body) = decoder.decode(&mut self.buf).map_err(|e| e.to_string())? {
-                return decode_server_message(body)
-                    .map(Some)
-                    .map_err(|e| e.to_string());
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read: {error}")),
-            }
-        }
-    }
-
-    async fn send(&mut self, message: &ClientMessage) -> Result<(), String> {
-        let bytes = tether_proto::encode_to_vec(message);
-        self.write(&bytes).await
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .write_all(bytes)
+    /// The next message, `None` at a clean end between frames. Cancel safe,
+    /// as [`FramedConn::read_frame`] is: a partial frame stays buffered.
+    async fn read(&mut self) -> Result<Option<ServerMessage>, String> {
+        let Some(body) = self
+            .frames
+            .read_frame(MAX_INBOUND_FRAME_BYTES)
             .await
-            .map_err(|e| format!("write: {e}"))?;
-        self.stream.flush().await.map_err(|e| format!("write: {e}"))
+            .map_err(|e| format!("read: {e}"))?
+        else {
+            return Ok(None);
+        };
+        decode_server_message(body)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Writes `message` as one frame and flushes it.
+    async fn send(&mut self, message: &ClientMessage) -> Result<(), String> {
+        self.frames
+            .send(message)
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// Writes the frames fed to the connection.
+    async fn flush(&mut self) -> Result<(), String> {
+        self.frames.flush().await.map_err(|e| format!("write: {e}"))
     }
 }
 

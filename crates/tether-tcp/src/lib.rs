@@ -1,5 +1,7 @@
 //! An instrumented TCP accept loop: socket and byte metrics, one tracing
-//! span per connection, a connection cap and graceful shutdown.
+//! span per connection, a connection cap and graceful shutdown; and
+//! [`FramedConn`], a connection read and written as the varint
+//! length-delimited frames of `tether_proto`.
 //!
 //! A service hands [`Server::run`] a bound `TcpListener` and a
 //! `CancellationToken`. Each accepted socket becomes a task that runs the
@@ -27,15 +29,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A handler that speaks frames wraps its stream in a [`FramedConn`]:
+//! [`FramedConn::read_frame`] returns each body (bounded by the caller's
+//! `max_frame_bytes`, cancel safe, no buffer held between frames) and
+//! [`FramedConn::send`] writes a message as one frame.
 
 mod echo;
 mod error;
+mod framed;
 mod server;
 mod stream;
 mod telemetry;
 
 pub use echo::{DEFAULT_ECHO_QUEUE_BYTES, DEFAULT_ECHO_READ_CHUNK_BYTES, Echo, EchoConfig};
-pub use error::Error;
+pub use error::{Error, FramedError};
+pub use framed::FramedConn;
 pub use server::{
     Connection, ConnectionInfo, DEFAULT_ACCEPT_BACKOFF_MAX, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_TIMEOUT, Drain, Handler, Server, ServerConfig, serve, spawn_in_current_span,

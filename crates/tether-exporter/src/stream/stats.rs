@@ -4,6 +4,7 @@
 //! without a global recorder and never feed back into the stream they
 //! describe; [`Stats::families`] exports them with every scrape.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tether_model::{Counter, Label, MetricFamily, MetricType, Series, Value};
@@ -49,7 +50,9 @@ pub(crate) struct Stats {
     pub(crate) resyncs: AtomicU64,
     pub(crate) events_written: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
-    pub(crate) accept_errors: AtomicU64,
+    /// Shared with the listener's recorder, which counts failed accepts
+    /// into it (`server.rs`).
+    pub(crate) accept_errors: Arc<AtomicU64>,
 }
 
 pub(crate) const CLIENTS: &str = "tether_exporter_stream_clients";
