@@ -11,15 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use subtle::ConstantTimeEq;
 use tether_model::{Label, MetricFamily, from_proto, pb};
 use tether_proto::{
-    ClientKind, FrameDecoder, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping,
-    Pong, PushAck, Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest,
-    ServerMessage, Welcome, decode_client_message, negotiate,
+    ClientKind, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping, Pong, PushAck,
+    Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ServerMessage, Welcome,
+    decode_client_message, negotiate,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tether_tcp::{FramedConn, FramedError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +32,6 @@ use crate::view::{Drops, Families, Origin};
 pub(crate) const MAX_IDENTITY_LABELS: usize = 16;
 /// Longest identity label value, in bytes.
 pub(crate) const MAX_IDENTITY_VALUE_BYTES: usize = 256;
-/// Smallest read.
-const READ_CHUNK_BYTES: usize = 2 * 1024;
 /// Most scrapes waiting for one agent's answer; older ones beyond it are
 /// abandoned (their scrapes have timed out long since).
 const MAX_PENDING_SCRAPES: usize = 64;
@@ -54,6 +52,31 @@ pub(crate) enum ConnectionError {
     Frame(#[from] FrameError),
 }
 
+impl From<FramedError> for ConnectionError {
+    fn from(error: FramedError) -> ConnectionError {
+        match error {
+            FramedError::Io(error) => ConnectionError::Io(error),
+            FramedError::Frame(error) => ConnectionError::Frame(error),
+        }
+    }
+}
+
+/// Reads the next frame, errors as the connection's.
+async fn read_frame<S: AsyncRead + Unpin>(
+    conn: &mut FramedConn<S>,
+    max_frame_bytes: usize,
+) -> Result<Option<bytes::Bytes>, ConnectionError> {
+    Ok(conn.read_frame(max_frame_bytes).await?)
+}
+
+/// Writes one message as a frame and flushes it.
+async fn send<S: AsyncWrite + Unpin>(
+    conn: &mut FramedConn<S>,
+    message: &ServerMessage,
+) -> Result<(), ConnectionError> {
+    Ok(conn.send(message).await?)
+}
+
 /// Serves one agent connection on `stream` until it ends.
 pub(crate) async fn serve<S>(
     stream: S,
@@ -68,7 +91,7 @@ where
     let config = &shared.settings;
     let hello = match tokio::time::timeout(
         config.handshake_timeout,
-        conn.read_frame(MAX_HELLO_FRAME_BYTES),
+        read_frame(&mut conn, MAX_HELLO_FRAME_BYTES),
     )
     .await
     {
@@ -165,12 +188,15 @@ where
     let target = Arc::clone(guard.target());
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
     let heartbeat = config.heartbeat_interval;
-    conn.send(&ServerMessage::from(Welcome {
-        version,
-        heartbeat_interval_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
-        max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
-        gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
-    }))
+    send(
+        &mut conn,
+        &ServerMessage::from(Welcome {
+            version,
+            heartbeat_interval_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
+            max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
+            gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }),
+    )
     .await?;
 
     let mut pending: HashMap<u64, ScrapeReply> = HashMap::new();
@@ -183,7 +209,7 @@ where
     let dead_after = heartbeat * SILENT_INTERVALS_BEFORE_DEAD;
     let result = loop {
         tokio::select! {
-            frame = conn.read_frame(config.max_frame_bytes) => {
+            frame = read_frame(&mut conn, config.max_frame_bytes) => {
                 let body = match frame {
                     Ok(Some(body)) => body,
                     Ok(None) => break Ok(()),
@@ -218,10 +244,10 @@ where
                         let families = convert(push.families, &target, &shared);
                         shared.telemetry.push(push.r#final);
                         shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
-                        conn.send(&ServerMessage::from(PushAck { id: push.id, error: String::new() })).await?;
+                        send(&mut conn, &ServerMessage::from(PushAck { id: push.id, error: String::new() })).await?;
                     }
                     Some(ClientKind::Ping(ping)) => {
-                        conn.send(&ServerMessage::from(Pong { nonce: ping.nonce })).await?;
+                        send(&mut conn, &ServerMessage::from(Pong { nonce: ping.nonce })).await?;
                     }
                     Some(ClientKind::Pong(_)) => {}
                     Some(ClientKind::Goodbye(goodbye)) => {
@@ -249,7 +275,7 @@ where
                     continue;
                 }
                 pending.insert(id, reply);
-                conn.send(&ServerMessage::from(ScrapeRequest {
+                send(&mut conn, &ServerMessage::from(ScrapeRequest {
                     id,
                     timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
                 }))
@@ -261,12 +287,12 @@ where
                     break Err(ConnectionError::Dead(silent));
                 }
                 pending.retain(|_, waiter| !waiter.is_closed());
-                conn.send(&ServerMessage::from(Ping { nonce: next_nonce })).await?;
+                send(&mut conn, &ServerMessage::from(Ping { nonce: next_nonce })).await?;
                 next_nonce += 1;
             }
             () = close.cancelled() => {
                 if shutdown.is_cancelled() {
-                    let _ = conn.send(&ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later"))).await;
+                    let _ = send(&mut conn, &ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later"))).await;
                 }
                 break Ok(());
             }
@@ -292,7 +318,7 @@ where
     // The peer may be gone or not reading; the Reject is best effort and
     // must not hold the task.
     let reject = ServerMessage::from(Reject::new(reason_of(kind), message.clone()));
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.send(&reject)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), send(conn, &reject)).await;
     Err(ConnectionError::Rejected(message))
 }
 
@@ -391,67 +417,6 @@ fn convert(
     let families = Families::normalize(out, Some(target), Origin::Peer, &mut drops);
     shared.telemetry.record_drops(&drops);
     families
-}
-
-/// A byte stream read and written as varint length-delimited frames.
-struct FramedConn<S> {
-    stream: S,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> FramedConn<S> {
-    fn new(stream: S) -> Self {
-        FramedConn {
-            stream,
-            // Empty until the first read: an idle agent holds no buffer.
-            read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
-        }
-    }
-
-    /// The next frame's body, `None` at a clean end of stream. Cancel
-    /// safe: bytes read stay in the buffer for the next call.
-    async fn read_frame(
-        &mut self,
-        max_frame_bytes: usize,
-    ) -> Result<Option<bytes::Bytes>, ConnectionError> {
-        let mut decoder = FrameDecoder::new(max_frame_bytes);
-        loop {
-            if let Some(body) = decoder.decode(&mut self.read_buf)? {
-                if self.read_buf.is_empty() {
-                    // Between frames an agent holds no buffer: a large
-                    // answer's allocation goes with its body, and a
-                    // thousand idle agents cost nothing here.
-                    self.read_buf = BytesMut::new();
-                }
-                return Ok(Some(body));
-            }
-            // Grow to the frame being read (the header says how long it is),
-            // and never read a few bytes at a time.
-            let wanted = match tether_proto::check(&self.read_buf, max_frame_bytes)? {
-                Some(frame) => frame.total_len().saturating_sub(self.read_buf.len()),
-                None => READ_CHUNK_BYTES,
-            };
-            self.read_buf
-                .reserve(wanted.clamp(READ_CHUNK_BYTES, max_frame_bytes));
-            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
-                return match decoder.decode_eof(&mut self.read_buf)? {
-                    Some(body) => Ok(Some(body)),
-                    None => Ok(None),
-                };
-            }
-        }
-    }
-
-    /// Writes one message as a frame and flushes it.
-    async fn send(&mut self, message: &ServerMessage) -> Result<(), ConnectionError> {
-        self.write_buf.clear();
-        tether_proto::encode(message, &mut self.write_buf);
-        self.stream.write_all(&self.write_buf).await?;
-        self.stream.flush().await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -22,12 +22,11 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tether_model::{Counter, Label, MetricFamily, MetricType, Series, TargetLabels, Value};
-use tether_proto::{FoldLimits, FrameDecoder, StreamFold, decode_event};
-use tokio::io::AsyncReadExt;
+use tether_proto::{FoldLimits, StreamFold, decode_event};
+use tether_tcp::{FramedConn, FramedError};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -241,7 +240,7 @@ impl StreamSource {
 
     /// One connection; returns why it ended.
     async fn session(&self, attempt: &mut u32) -> (Failure, String) {
-        let mut stream = match TcpStream::connect(self.address.as_str()).await {
+        let stream = match TcpStream::connect(self.address.as_str()).await {
             Ok(stream) => stream,
             Err(error) => return (Failure::Connect, error.to_string()),
         };
@@ -252,37 +251,34 @@ impl StreamSource {
         }
         *attempt = 0;
         tracing::info!(source = %self.address, "stream source connected");
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        let mut decoder = FrameDecoder::new(MAX_EVENT_FRAME_BYTES);
+        let mut conn = FramedConn::new(stream);
         loop {
-            // Decode everything buffered, then take the lock once for it.
-            let mut events = Vec::new();
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(body)) => match decode_event(body) {
-                        Ok(event) => events.extend(event.kind),
-                        Err(error) => return (Failure::InvalidEvent, error.to_string()),
-                    },
-                    Ok(None) => break,
-                    Err(error) => return (Failure::InvalidFrame, error.to_string()),
-                }
-            }
-            if !events.is_empty() {
-                let mut state = self.state.lock();
-                for event in events {
-                    state.fold.apply(event);
-                }
-            }
-            match tokio::time::timeout(self.stall_timeout, stream.read_buf(&mut buf)).await {
+            let frame =
+                tokio::time::timeout(self.stall_timeout, conn.read_frame(MAX_EVENT_FRAME_BYTES))
+                    .await;
+            let body = match frame {
                 Err(_) => {
                     return (
                         Failure::Stalled,
                         format!("nothing for {} ms", self.stall_timeout.as_millis()),
                     );
                 }
-                Ok(Ok(0)) => return (Failure::Closed, "the source closed the stream".to_owned()),
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => return (Failure::Read, error.to_string()),
+                Ok(Ok(Some(body))) => body,
+                Ok(Ok(None)) => {
+                    return (Failure::Closed, "the source closed the stream".to_owned());
+                }
+                Ok(Err(FramedError::Io(error))) => return (Failure::Read, error.to_string()),
+                Ok(Err(FramedError::Frame(error))) => {
+                    return (Failure::InvalidFrame, error.to_string());
+                }
+            };
+            match decode_event(body) {
+                Ok(event) => {
+                    if let Some(kind) = event.kind {
+                        self.state.lock().fold.apply(kind);
+                    }
+                }
+                Err(error) => return (Failure::InvalidEvent, error.to_string()),
             }
         }
     }
