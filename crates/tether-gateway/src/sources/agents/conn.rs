@@ -69,12 +69,19 @@ async fn read_frame<S: AsyncRead + Unpin>(
     Ok(conn.read_frame(max_frame_bytes).await?)
 }
 
-/// Writes one message as a frame and flushes it.
+/// Writes one message as a frame and flushes it. An agent that does not
+/// read for as long as it may stay silent is dead: the write gives up then,
+/// so a peer that stops reading cannot hold the connection task in a write
+/// where no heartbeat can notice it.
 async fn send<S: AsyncWrite + Unpin>(
     conn: &mut FramedConn<S>,
     message: &ServerMessage,
+    write_timeout: Duration,
 ) -> Result<(), ConnectionError> {
-    Ok(conn.send(message).await?)
+    match tokio::time::timeout(write_timeout, conn.send(message)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ConnectionError::Dead(write_timeout)),
+    }
 }
 
 /// Serves one agent connection on `stream` until it ends.
@@ -188,6 +195,7 @@ where
     let target = Arc::clone(guard.target());
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
     let heartbeat = config.heartbeat_interval;
+    let dead_after = heartbeat * SILENT_INTERVALS_BEFORE_DEAD;
     send(
         &mut conn,
         &ServerMessage::from(Welcome {
@@ -196,6 +204,7 @@ where
             max_frame_bytes: u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX),
             gateway_version: env!("CARGO_PKG_VERSION").to_owned(),
         }),
+        dead_after,
     )
     .await?;
 
@@ -206,7 +215,6 @@ where
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    let dead_after = heartbeat * SILENT_INTERVALS_BEFORE_DEAD;
     let result = loop {
         tokio::select! {
             frame = read_frame(&mut conn, config.max_frame_bytes) => {
@@ -244,10 +252,10 @@ where
                         let families = convert(push.families, &target, &shared);
                         shared.telemetry.push(push.r#final);
                         shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
-                        send(&mut conn, &ServerMessage::from(PushAck { id: push.id, error: String::new() })).await?;
+                        send(&mut conn, &ServerMessage::from(PushAck { id: push.id, error: String::new() }), dead_after).await?;
                     }
                     Some(ClientKind::Ping(ping)) => {
-                        send(&mut conn, &ServerMessage::from(Pong { nonce: ping.nonce })).await?;
+                        send(&mut conn, &ServerMessage::from(Pong { nonce: ping.nonce }), dead_after).await?;
                     }
                     Some(ClientKind::Pong(_)) => {}
                     Some(ClientKind::Goodbye(goodbye)) => {
@@ -278,7 +286,7 @@ where
                 send(&mut conn, &ServerMessage::from(ScrapeRequest {
                     id,
                     timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-                }))
+                }), dead_after)
                 .await?;
             }
             _ = ticks.tick() => {
@@ -287,12 +295,12 @@ where
                     break Err(ConnectionError::Dead(silent));
                 }
                 pending.retain(|_, waiter| !waiter.is_closed());
-                send(&mut conn, &ServerMessage::from(Ping { nonce: next_nonce })).await?;
+                send(&mut conn, &ServerMessage::from(Ping { nonce: next_nonce }), dead_after).await?;
                 next_nonce += 1;
             }
             () = close.cancelled() => {
                 if shutdown.is_cancelled() {
-                    let _ = send(&mut conn, &ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later"))).await;
+                    let _ = send(&mut conn, &ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later")), dead_after).await;
                 }
                 break Ok(());
             }
@@ -318,7 +326,7 @@ where
     // The peer may be gone or not reading; the Reject is best effort and
     // must not hold the task.
     let reject = ServerMessage::from(Reject::new(reason_of(kind), message.clone()));
-    let _ = tokio::time::timeout(Duration::from_secs(1), send(conn, &reject)).await;
+    let _ = send(conn, &reject, Duration::from_secs(1)).await;
     Err(ConnectionError::Rejected(message))
 }
 
