@@ -53,14 +53,18 @@ pub fn exposition_names(name: &str, metric_type: MetricType) -> impl Iterator<It
 pub fn keys_collide(a: (&str, MetricType), b: (&str, MetricType)) -> bool {
     // Names written are `key + suffix`; two collide when one key is the
     // other plus the difference of two suffixes.
-    let (long, short) = if a.0.len() >= b.0.len() { (a, b) } else { (b, a) };
+    let (long, short) = if a.0.len() >= b.0.len() {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let Some(rest) = long.0.strip_prefix(short.0) else {
         return false;
     };
     sample_suffixes(short.1).iter().any(|short_suffix| {
-        short_suffix.strip_prefix(rest).is_some_and(|remaining| {
-            sample_suffixes(long.1).contains(&remaining)
-        })
+        short_suffix
+            .strip_prefix(rest)
+            .is_some_and(|remaining| sample_suffixes(long.1).contains(&remaining))
     })
 }
 

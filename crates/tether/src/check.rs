@@ -101,11 +101,7 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
     let n_errors = checked.errors.len();
     let n_warnings = findings.len() + merge_warnings.len();
     let invalid = n_errors > 0 || (args.strict && n_warnings > 0);
-    let verdict = if n_errors == 0 {
-        "valid"
-    } else {
-        "invalid"
-    };
+    let verdict = if n_errors == 0 { "valid" } else { "invalid" };
     let _ = writeln!(
         stderr,
         "{source}: {verdict} {format_name}: {} families, {n_series} series, {} errors, {} warnings{}",

@@ -134,7 +134,10 @@ async fn a_scraper_that_does_not_read_is_dropped_at_the_write_deadline() {
         }
     })
     .await;
-    assert!(counted.is_ok(), "the stalled response was dropped and counted");
+    assert!(
+        counted.is_ok(),
+        "the stalled response was dropped and counted"
+    );
     // The gateway closed the connection: reading drains what was buffered,
     // then finds the end.
     let mut sink = Vec::new();

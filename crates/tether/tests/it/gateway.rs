@@ -104,7 +104,13 @@ fn an_unusable_certificate_exits_64_before_anything_binds() {
     std::fs::write(dir.join("cert.pem"), "not a certificate").expect("write");
     std::fs::write(dir.join("key.pem"), "not a key").expect("write");
     let output = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["gateway", "--http-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .args([
+            "gateway",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--tls-cert")
         .arg(dir.join("cert.pem"))
         .arg("--tls-key")
