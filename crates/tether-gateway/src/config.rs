@@ -250,8 +250,8 @@ pub(crate) struct HttpSettings {
 pub struct Config {
     pub(crate) log_format: LogFormat,
     pub(crate) http: HttpSettings,
-    pub(crate) agents: crate::sources::agents::AgentSettings,
-    pub(crate) streams: crate::sources::stream::StreamSettings,
+    /// Each source's own section (`crate::sources::Sections`).
+    pub(crate) sources: crate::sources::Sections,
     pub(crate) tls: Option<Tls>,
     pub(crate) shutdown_timeout: Duration,
 }
@@ -311,23 +311,25 @@ impl Config {
             scrape_timeout: Duration::from_millis(scrape_timeout_ms),
             scrape_margin: Duration::from_millis(scrape_margin_ms),
         };
-        let agents = crate::sources::agents::AgentSettings::from_raw(raw)?;
-        if agents.listen == http.listen && http.listen.port() != 0 {
+        let sources = crate::sources::Sections::from_raw(raw)?;
+        if let Some(clash) = sources
+            .listens()
+            .into_iter()
+            .find(|(_, addr)| *addr == http.listen && addr.port() != 0)
+        {
             return Err(ConfigError::Invalid {
-                key: "agent_listen",
+                key: clash.0,
                 message: format!(
                     "{} is also the HTTP address: give the two listeners different ports",
-                    agents.listen
+                    clash.1
                 ),
             });
         }
-        let streams = crate::sources::stream::StreamSettings::from_raw(raw)?;
         let tls = load_tls(raw)?;
         Ok(Config {
             log_format: raw.log_format.unwrap_or_default(),
             http,
-            agents,
-            streams,
+            sources,
             tls,
             shutdown_timeout: Duration::from_millis(
                 raw.shutdown_timeout_ms
@@ -350,7 +352,7 @@ impl Config {
 
     /// The address the agent listener binds.
     pub fn agent_listen(&self) -> SocketAddr {
-        self.agents.listen
+        self.sources.agents.listen
     }
 
     /// The log format.
@@ -365,13 +367,18 @@ impl Config {
 
     /// Whether a listener is reachable beyond this host.
     pub fn listens_beyond_loopback(&self) -> bool {
-        !self.http.listen.ip().is_loopback() || !self.agents.listen.ip().is_loopback()
+        !self.http.listen.ip().is_loopback()
+            || self
+                .sources
+                .listens()
+                .iter()
+                .any(|(_, addr)| !addr.ip().is_loopback())
     }
 
     /// Whether agents must prove who they are (a token or a client
     /// certificate).
     pub fn authenticates_agents(&self) -> bool {
-        !self.agents.tokens.is_empty()
+        !self.sources.agents.tokens.is_empty()
             || self
                 .tls
                 .as_ref()
@@ -458,8 +465,11 @@ mod tests {
         let config = Config::from_raw(&RawConfig::default()).expect("defaults are valid");
         assert_eq!(config.http_listen().port(), 9091);
         assert_eq!(config.agent_listen().port(), 7001);
-        assert_eq!(config.agents.final_push_ttl, Duration::from_secs(300));
-        assert!(config.agents.tokens.is_empty());
+        assert_eq!(
+            config.sources.agents.final_push_ttl,
+            Duration::from_secs(300)
+        );
+        assert!(config.sources.agents.tokens.is_empty());
         assert!(config.listens_beyond_loopback());
         assert!(!Config::loopback().listens_beyond_loopback());
     }
@@ -570,7 +580,7 @@ mod tests {
             ..RawConfig::default()
         })
         .expect("valid");
-        assert_eq!(config.agents.tokens, ["gamma", "alpha", "beta"]);
+        assert_eq!(config.sources.agents.tokens, ["gamma", "alpha", "beta"]);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

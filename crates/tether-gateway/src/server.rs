@@ -14,9 +14,6 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http_conn::Deadlines;
 use crate::sources::Sources;
-use crate::sources::agents::AgentsSource;
-use crate::sources::gateway::GatewaySource;
-use crate::sources::stream::StreamSource;
 use crate::state::{SelfFamilies, Shared};
 use crate::telemetry::Telemetry;
 
@@ -67,25 +64,7 @@ impl Gateway {
         })?;
         let http_addr = http.local_addr().unwrap_or(config.http.listen);
         let telemetry = Arc::new(Telemetry::new(self_metrics.recorder.as_ref()));
-        let agents = AgentsSource::bind(
-            config.agents.clone(),
-            config
-                .tls
-                .as_ref()
-                .map(|tls| (Arc::clone(&tls.agents), tls.handshake_timeout)),
-            config.shutdown_timeout,
-            Arc::clone(&telemetry),
-            self_metrics.recorder.as_ref(),
-        )
-        .await?;
-        let streams = config
-            .streams
-            .addresses
-            .iter()
-            .map(|address| Arc::new(StreamSource::new(address.clone(), &config.streams)))
-            .collect();
-        let gateway = Arc::new(GatewaySource::new(Arc::clone(&self_metrics.families)));
-        let sources = Sources::new(agents, streams, gateway);
+        let sources = Sources::build(&config, &telemetry, &self_metrics).await?;
         Ok(Gateway {
             shared: Arc::new(Shared::new(config, sources, telemetry)),
             http,
@@ -117,7 +96,7 @@ impl Gateway {
         if config.listens_beyond_loopback() && !config.authenticates_agents() {
             tracing::warn!(
                 http = %config.http.listen,
-                agents = %config.agents.listen,
+                agents = %config.sources.agents.listen,
                 "listening beyond loopback with no authentication: set --agent-token or --tls-client-ca"
             );
         }

@@ -7,8 +7,10 @@
 //! at once for its [`Part`]s and hands them to the merged view
 //! (`crate::view`); no source knows another, and the view knows none.
 //!
-//! The list of sources is [`Sources::new`]: adding a source is a folder
-//! here, a line there, and its settings in the configuration.
+//! The list of sources is this file: [`Sections`] (each source's validated
+//! settings) and [`Sources::build`]. Adding a source is a folder here, a
+//! line in each of those, its settings in `RawConfig` and the binary's
+//! flags; nothing else changes.
 
 pub(crate) mod agents;
 pub(crate) mod gateway;
@@ -16,11 +18,39 @@ pub(crate) mod stream;
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use futures::future::{BoxFuture, join_all};
 use tether_model::TargetLabels;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{Config, RawConfig};
+use crate::error::{ConfigError, Error};
+use crate::server::SelfMetrics;
+use crate::telemetry::Telemetry;
 use crate::view::Families;
+
+/// Every source's section of the validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Sections {
+    pub(crate) agents: agents::AgentSettings,
+    pub(crate) streams: stream::StreamSettings,
+}
+
+impl Sections {
+    /// Validates every source's settings of `raw`.
+    pub(crate) fn from_raw(raw: &RawConfig) -> Result<Sections, ConfigError> {
+        Ok(Sections {
+            agents: agents::AgentSettings::from_raw(raw)?,
+            streams: stream::StreamSettings::from_raw(raw)?,
+        })
+    }
+
+    /// The addresses sources listen on, with the setting that names each.
+    pub(crate) fn listens(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("agent_listen", self.agents.listen)]
+    }
+}
 
 /// Which exposition a scrape asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,18 +136,40 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    /// The source list: every source the configuration asks for.
-    pub(crate) fn new(
-        agents: Arc<agents::AgentsSource>,
-        streams: Vec<Arc<stream::StreamSource>>,
-        gateway: Arc<gateway::GatewaySource>,
-    ) -> Sources {
+    /// The source list: every source the configuration asks for, with its
+    /// listener bound; nothing is served before [`Source::run`].
+    pub(crate) async fn build(
+        config: &Config,
+        telemetry: &Arc<Telemetry>,
+        self_metrics: &SelfMetrics,
+    ) -> Result<Sources, Error> {
+        let sections = &config.sources;
+        let agents = agents::AgentsSource::bind(
+            sections.agents.clone(),
+            config
+                .tls
+                .as_ref()
+                .map(|tls| (Arc::clone(&tls.agents), tls.handshake_timeout)),
+            config.shutdown_timeout,
+            Arc::clone(telemetry),
+            self_metrics.recorder.as_ref(),
+        )
+        .await?;
+        let streams = sections.streams.addresses.iter().map(|address| {
+            Arc::new(stream::StreamSource::new(
+                address.clone(),
+                &sections.streams,
+            )) as Arc<dyn Source>
+        });
+        let gateway = Arc::new(gateway::GatewaySource::new(Arc::clone(
+            &self_metrics.families,
+        )));
         let mut all: Vec<Arc<dyn Source>> = vec![Arc::clone(&agents) as Arc<dyn Source>];
-        all.extend(streams.into_iter().map(|s| s as Arc<dyn Source>));
+        all.extend(streams);
         // The gateway's own families last: they never conflict with a
         // peer's (`tether_*` is reserved to them).
         all.push(gateway);
-        Sources { agents, all }
+        Ok(Sources { agents, all })
     }
 
     /// Every source.
