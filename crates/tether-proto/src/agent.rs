@@ -394,7 +394,8 @@ impl FrameError {
             FrameError::UnknownKind { .. } => RejectReason::ProtocolViolation,
             FrameError::InvalidHeader
             | FrameError::Truncated { .. }
-            | FrameError::Decode { .. } => RejectReason::MalformedFrame,
+            | FrameError::Decode { .. }
+            | FrameError::Malformed { .. } => RejectReason::MalformedFrame,
         }
     }
 }

@@ -48,6 +48,15 @@ pub enum FrameError {
         /// What prost found wrong.
         reason: prost::DecodeError,
     },
+    /// A frame body is not well-formed protobuf, found by a scan before any
+    /// decoding ([`scan_client_message`](crate::scan_client_message)).
+    #[error("invalid {message} frame: {reason}: the peer does not speak this protocol")]
+    Malformed {
+        /// The message the body should hold, such as `ClientMessage`.
+        message: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A frame body decodes but sets none of the message kinds this protocol
     /// version defines: the peer sent an empty message, or one from a version
     /// that was not negotiated.

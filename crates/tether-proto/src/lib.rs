@@ -37,6 +37,7 @@ mod event;
 mod examples;
 mod fold;
 mod frame;
+mod scan;
 
 pub use agent::{
     ClientKind, ClientMessage, Goodbye, Hello, MAX_HELLO_FRAME_BYTES, MIN_SUPPORTED_VERSION,
@@ -56,3 +57,4 @@ pub use fold::{
 pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameLen, check, encode, encode_limited, encode_to_vec,
 };
+pub use scan::{PUSH_FIELD, SCRAPE_RESPONSE_FIELD, Shape, scan_client_message};

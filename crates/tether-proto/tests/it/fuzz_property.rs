@@ -8,8 +8,8 @@
 
 use bytes::{Bytes, BytesMut};
 use tether_proto::{
-    FrameDecoder, FrameError, check, decode_client_message, decode_event, decode_server_message,
-    encode_to_vec,
+    ClientKind, FrameDecoder, FrameError, check, decode_client_message, decode_event,
+    decode_server_message, encode_to_vec, scan_client_message,
 };
 
 /// A frame limit small enough for fuzz inputs to exceed.
@@ -78,6 +78,7 @@ fn decode_body(body: &Bytes) -> Result<Outcome, String> {
     if body.len() > SMALL_MAX_FRAME_BYTES {
         return Err(format!("a body of {} bytes passed the limit", body.len()));
     }
+    scan_agrees(body)?;
     Ok([
         stable(body, |body| {
             decode_client_message(body).map(|message| encode_to_vec(&message))
@@ -89,6 +90,31 @@ fn decode_body(body: &Bytes) -> Result<Outcome, String> {
             decode_event(body).map(|event| encode_to_vec(&event))
         })?,
     ])
+}
+
+/// A body that decodes as a `ClientMessage` scans without error, and the
+/// scan counts what decoding found.
+fn scan_agrees(body: &Bytes) -> Result<(), String> {
+    let scanned = scan_client_message(body);
+    let Ok(message) = decode_client_message(body.clone()) else {
+        return Ok(());
+    };
+    let shape = scanned.map_err(|e| format!("decodes, but the scan fails: {e}"))?;
+    let found = match &message.kind {
+        Some(ClientKind::ScrapeResponse(r)) => Some((r.id, &r.families)),
+        Some(ClientKind::Push(p)) => Some((p.id, &p.families)),
+        _ => None,
+    };
+    if let Some((id, families)) = found {
+        let n_series: usize = families.iter().map(|f| f.metric.len()).sum();
+        if (shape.id, shape.n_families, shape.n_series) != (id, families.len(), n_series) {
+            return Err(format!(
+                "scan {shape:?} disagrees with decoding: id {id}, {} families, {n_series} series",
+                families.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes `body` with `decode`; on success checks that the re-encoded
