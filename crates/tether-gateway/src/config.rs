@@ -36,6 +36,11 @@ pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1_024;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Default heartbeat interval; a peer silent for three intervals is dead.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
+/// Default most families plus series in one agent answer or push. A frame
+/// over it is refused before it is decoded (a scrape's answer counts as a
+/// failure of that agent, a push gets an error in its PushAck): decoding
+/// allocates per entry, and an empty entry is two bytes on the wire.
+pub const DEFAULT_MAX_SERIES_PER_ANSWER: usize = 500_000;
 /// Default largest agent frame accepted, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 /// Default time shutdown waits for connections to finish, in milliseconds.
@@ -141,6 +146,8 @@ raw_config! {
     heartbeat_interval_ms: u64,
     /// Largest agent frame accepted, in bytes.
     max_frame_bytes: usize,
+    /// Most families plus series in one agent answer or push.
+    max_series_per_answer: usize,
     /// Time shutdown waits for connections, in milliseconds.
     shutdown_timeout_ms: u64,
     /// Metric event streams to read (`host:port` of a metrics-exporter-tcp

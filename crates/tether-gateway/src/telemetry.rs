@@ -58,6 +58,27 @@ impl RejectKind {
     }
 }
 
+/// Why an agent's frame was dropped undecoded; each is a `reason` of
+/// `tether_agent_frames_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameRefusal {
+    /// An answer to no scrape that is waiting (unknown id, or too late).
+    Unsolicited,
+    /// An answer or push over `--max-series-per-answer`.
+    OverLimit,
+}
+
+impl FrameRefusal {
+    const ALL: [FrameRefusal; 2] = [FrameRefusal::Unsolicited, FrameRefusal::OverLimit];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            FrameRefusal::Unsolicited => "unsolicited",
+            FrameRefusal::OverLimit => "over_limit",
+        }
+    }
+}
+
 /// Why the gateway closed an HTTP connection; each is a `reason` of
 /// `tether_http_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +121,7 @@ pub(crate) struct Telemetry {
     final_pushes: Counter,
     pushes_held: Gauge,
     http_closed: Vec<(CloseReason, Counter)>,
+    frames_refused: Vec<(FrameRefusal, Counter)>,
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -183,6 +205,12 @@ impl Telemetry {
             "HTTP connections the gateway closed, by reason: header_timeout, idle_timeout, write_timeout.",
             0,
         );
+        describe(
+            "tether_agent_frames_refused_total",
+            Unit::Count,
+            "Agent frames dropped without being decoded, by reason: unsolicited (an answer no scrape waits for), over_limit (more families and series than --max-series-per-answer).",
+            0,
+        );
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&key(name, labels), &METADATA)
         };
@@ -236,6 +264,18 @@ impl Telemetry {
             pushes: push("false"),
             final_pushes: push("true"),
             pushes_held: recorder.register_gauge(&key("tether_pushes_held", vec![]), &METADATA),
+            frames_refused: FrameRefusal::ALL
+                .into_iter()
+                .map(|reason| {
+                    (
+                        reason,
+                        counter(
+                            "tether_agent_frames_refused_total",
+                            vec![Label::new("reason", reason.as_str())],
+                        ),
+                    )
+                })
+                .collect(),
             http_closed: CloseReason::ALL
                 .into_iter()
                 .map(|reason| {
@@ -317,6 +357,13 @@ impl Telemetry {
         self.scrapes.increment(1);
         self.series_served.increment(stats.series);
         self.record_drops(&stats.drops);
+    }
+
+    /// An agent's frame was dropped undecoded.
+    pub(crate) fn frame_refused(&self, reason: FrameRefusal) {
+        if let Some((_, counter)) = self.frames_refused.iter().find(|(r, _)| *r == reason) {
+            counter.increment(1);
+        }
     }
 
     /// The gateway closed an HTTP connection.

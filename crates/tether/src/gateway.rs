@@ -105,6 +105,10 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_MAX_FRAME_BYTES", value_name = "BYTES")]
     max_frame_bytes: Option<usize>,
 
+    /// Most families plus series in one agent answer or push; larger ones are refused undecoded [default: 500000].
+    #[arg(long, env = "TETHER_MAX_SERIES_PER_ANSWER", value_name = "N")]
+    max_series_per_answer: Option<usize>,
+
     /// Time shutdown waits for connections to finish [default: 10000].
     #[arg(long, env = "TETHER_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -169,6 +173,7 @@ impl GatewayArgs {
             stream_stall_timeout_ms: self.stream_stall_timeout_ms,
             stream_max_series: self.stream_max_series,
             stream_max_bytes: self.stream_max_bytes,
+            max_series_per_answer: self.max_series_per_answer,
         }
     }
 

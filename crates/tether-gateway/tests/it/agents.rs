@@ -9,7 +9,7 @@ use crate::support::config;
 use tether_model::{Format, parse};
 use tether_proto::{Hello, Push, RejectReason, ServerKind};
 
-use crate::support::{RawAgent, TestGateway, gauge, get, value_of};
+use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, value_of};
 
 async fn expect_reject(agent: &mut RawAgent, reason: RejectReason) {
     match agent.recv().await.and_then(|m| m.kind) {
@@ -400,5 +400,83 @@ async fn rejections_are_counted_on_the_proxy_endpoint() {
         )
         .is_some_and(|n| n >= 3.0)
     );
+    gateway.stop().await;
+}
+
+/// `value` as a protobuf varint.
+fn varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A whole frame: a `ClientMessage` whose `scrape_response` has `id` and
+/// `n` empty families, written byte by byte (building it with prost would
+/// allocate what the gateway must not).
+fn empty_families_answer(id: u64, n: usize) -> Vec<u8> {
+    let mut response = Vec::with_capacity(2 * n + 12);
+    response.push(0x08);
+    varint(id, &mut response);
+    for _ in 0..n {
+        response.extend_from_slice(&[0x12, 0x00]);
+    }
+    let mut message = vec![0x22];
+    varint(response.len() as u64, &mut message);
+    message.extend_from_slice(&response);
+    let mut frame = Vec::with_capacity(message.len() + 10);
+    varint(message.len() as u64, &mut frame);
+    frame.extend_from_slice(&message);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_not_asked_for_or_over_the_limit_are_refused_undecoded() {
+    use std::sync::Arc;
+    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    let self_metrics = tether_gateway::SelfMetrics {
+        recorder,
+        families: Arc::new(move || handle.families()),
+    };
+    let config = config(RawConfig {
+        max_series_per_answer: Some(1_000),
+        ..RawConfig::loopback()
+    });
+    let gateway = TestGateway::start_with(config, self_metrics).await;
+    // 8 MiB of empty families, answering a scrape nobody made: it would
+    // decode into gigabytes.
+    let (mut hostile, _) = RawAgent::hello(gateway.agents, "j", "hostile", "").await;
+    hostile
+        .write_raw(&empty_families_answer(987_654_321, 4 << 20))
+        .await;
+    let healthy = tokio::time::timeout(PATIENCE, get(gateway.http, "/-/healthy", &[])).await;
+    assert!(healthy.is_ok(), "health answers");
+    // An agent that answers with more families than the limit is down for
+    // that scrape; the gateway stays up for the others.
+    let (greedy, _) = RawAgent::hello(gateway.agents, "j", "greedy", "").await;
+    let _greedy = greedy.serve(vec![tether_model::pb::MetricFamily::default(); 2_000]);
+    let (fine, _) = RawAgent::hello(gateway.agents, "j", "fine", "").await;
+    let _fine = fine.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "greedy")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "fine")]),
+        Some(1.0)
+    );
+    let count = |reason: &str| {
+        value_of(
+            &families,
+            "tether_agent_frames_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(count("unsolicited"), Some(1.0));
+    assert_eq!(count("over_limit"), Some(1.0));
     gateway.stop().await;
 }

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tether_model::{Label, MetricFamily, from_proto, pb};
 use tether_proto::{
-    ClientKind, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION, Ping, Pong, PushAck,
-    Reject, RejectReason, SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ServerMessage, Welcome,
-    decode_client_message, negotiate,
+    ClientKind, ClientMessage, FrameError, Hello, MAX_HELLO_FRAME_BYTES, PROTOCOL_VERSION,
+    PUSH_FIELD, Ping, Pong, PushAck, Reject, RejectReason, SCRAPE_RESPONSE_FIELD,
+    SILENT_INTERVALS_BEFORE_DEAD, ScrapeRequest, ServerMessage, Welcome, decode_client_message,
+    negotiate, scan_client_message,
 };
 use tether_tcp::{FramedConn, FramedError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AgentsSource;
 use super::registry::{Answer, Command, Identity, RegisterError};
-use crate::telemetry::RejectKind;
+use crate::telemetry::{FrameRefusal, RejectKind};
 use crate::view::{Drops, Families, Origin};
 
 /// Most identity labels an agent may declare.
@@ -228,32 +229,66 @@ where
                     Err(error) => break Err(error),
                 };
                 last_heard = Instant::now();
-                let message = match decode_client_message(body) {
+                // Look before decoding: what was not asked for, or is over
+                // the limit, is never decoded (decoding amplifies).
+                let shape = match scan_client_message(&body) {
+                    Ok(shape) => shape,
+                    Err(error) => {
+                        let kind = reject_kind(&error);
+                        break reject(&mut conn, &shared, kind, error.to_string()).await;
+                    }
+                };
+                let max_series = config.max_series_per_answer;
+                let over_limit = shape.n_series.saturating_add(shape.n_families) > max_series;
+                let refusal = format!(
+                    "{} families with {} series: over the limit of {max_series} per answer; send fewer or raise --max-series-per-answer",
+                    shape.n_families, shape.n_series
+                );
+                let mut reply = None;
+                match shape.kind {
+                    Some(SCRAPE_RESPONSE_FIELD) => {
+                        // A late or unsolicited answer finds no waiter.
+                        let Some(waiter) = pending.remove(&shape.id) else {
+                            shared.telemetry.frame_refused(FrameRefusal::Unsolicited);
+                            continue;
+                        };
+                        if over_limit {
+                            shared.telemetry.frame_refused(FrameRefusal::OverLimit);
+                            let _ = waiter.send(Err(refusal));
+                            continue;
+                        }
+                        reply = Some(waiter);
+                    }
+                    Some(PUSH_FIELD) if over_limit => {
+                        shared.telemetry.frame_refused(FrameRefusal::OverLimit);
+                        send(&mut conn, &ServerMessage::from(PushAck { id: shape.id, error: refusal }), dead_after).await?;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let message = match decode(body, &target, &shared).await {
                     Ok(message) => message,
                     Err(error) => {
                         let kind = reject_kind(&error);
                         break reject(&mut conn, &shared, kind, error.to_string()).await;
                     }
                 };
-                match message.kind {
-                    Some(ClientKind::ScrapeResponse(response)) => {
-                        // A late answer finds no waiter and is dropped.
-                        if let Some(reply) = pending.remove(&response.id) {
-                            let outcome = if response.error.is_empty() {
-                                let families = convert(response.families, &target, &shared);
-                                Ok(Answer { families: Arc::new(families), seq: shared.registry.stamp() })
-                            } else {
-                                Err(response.error)
-                            };
+                match message {
+                    Decoded::Answer(outcome) => {
+                        if let Some(reply) = reply {
+                            let outcome = outcome.map(|families| Answer {
+                                families: Arc::new(families),
+                                seq: shared.registry.stamp(),
+                            });
                             let _ = reply.send(outcome);
                         }
                     }
-                    Some(ClientKind::Push(push)) => {
-                        let families = convert(push.families, &target, &shared);
-                        shared.telemetry.push(push.r#final);
+                    Decoded::Push { id, is_final, families } => {
+                        shared.telemetry.push(is_final);
                         shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
-                        send(&mut conn, &ServerMessage::from(PushAck { id: push.id, error: String::new() }), dead_after).await?;
+                        send(&mut conn, &ServerMessage::from(PushAck { id, error: String::new() }), dead_after).await?;
                     }
+                    Decoded::Other(message) => match message.kind {
                     Some(ClientKind::Ping(ping)) => {
                         send(&mut conn, &ServerMessage::from(Pong { nonce: ping.nonce }), dead_after).await?;
                     }
@@ -262,13 +297,14 @@ where
                         tracing::info!(reason = %goodbye.reason, "agent said goodbye");
                         break Ok(());
                     }
-                    Some(ClientKind::Hello(_)) | None => {
+                    Some(ClientKind::Hello(_) | ClientKind::ScrapeResponse(_) | ClientKind::Push(_)) | None => {
                         break reject(&mut conn, &shared, RejectKind::ProtocolViolation, format!(
                             "unexpected {} after the handshake",
                             message.kind_name()
                         ))
                         .await;
                     }
+                    },
                 }
             }
             command = commands.recv() => {
@@ -397,6 +433,68 @@ fn identity_of(hello: &Hello) -> Result<Identity, String> {
         labels.push(Label::new(name, value));
     }
     Ok(Identity::new(labels))
+}
+
+/// Frames at least this large are decoded and converted on a blocking
+/// thread, so that a large answer never holds a runtime worker (health
+/// checks and other scrapes keep their latency).
+const DECODE_OFF_RUNTIME_BYTES: usize = 64 * 1024;
+
+/// A frame after the handshake, decoded.
+enum Decoded {
+    /// A scrape's answer, converted and normalized, or the agent's error.
+    Answer(Result<Families, String>),
+    /// A push, converted and normalized.
+    Push {
+        id: u64,
+        is_final: bool,
+        families: Families,
+    },
+    /// Any other message.
+    Other(ClientMessage),
+}
+
+/// Decodes a frame and converts its families; off the runtime when large.
+async fn decode(
+    body: bytes::Bytes,
+    target: &Arc<tether_model::TargetLabels>,
+    shared: &Arc<AgentsSource>,
+) -> Result<Decoded, FrameError> {
+    let len = body.len();
+    let work = {
+        let target = Arc::clone(target);
+        let shared = Arc::clone(shared);
+        move || -> Result<Decoded, FrameError> {
+            let message = decode_client_message(body)?;
+            Ok(match message.kind {
+                Some(ClientKind::ScrapeResponse(response)) => {
+                    if response.error.is_empty() {
+                        Decoded::Answer(Ok(convert(response.families, &target, &shared)))
+                    } else {
+                        Decoded::Answer(Err(response.error))
+                    }
+                }
+                Some(ClientKind::Push(push)) => Decoded::Push {
+                    id: push.id,
+                    is_final: push.r#final,
+                    families: convert(push.families, &target, &shared),
+                },
+                _ => Decoded::Other(message),
+            })
+        }
+    };
+    if len < DECODE_OFF_RUNTIME_BYTES {
+        return work();
+    }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(decoded) => decoded,
+        // The closure does not panic (decoding returns errors); if it did,
+        // the frame is treated as malformed.
+        Err(_) => Err(FrameError::Malformed {
+            message: "ClientMessage",
+            reason: "decoding failed",
+        }),
+    }
 }
 
 /// Converts an agent's protobuf families into the model and normalizes

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{
     DEFAULT_AGENT_LISTEN, DEFAULT_FINAL_PUSH_TTL_SECS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES, RawConfig, millis,
-    parse_addr, positive_usize,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_SERIES_PER_ANSWER, RawConfig, millis, parse_addr, positive_usize,
 };
 use crate::error::{ConfigError, Error};
 use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
@@ -51,6 +51,8 @@ pub(crate) struct AgentSettings {
     pub(crate) max_frame_bytes: usize,
     /// How long a final push stays served.
     pub(crate) final_push_ttl: Duration,
+    /// Most families plus series one answer or push may hold.
+    pub(crate) max_series_per_answer: usize,
 }
 
 impl AgentSettings {
@@ -114,6 +116,11 @@ impl AgentSettings {
                 raw.final_push_ttl_secs
                     .unwrap_or(DEFAULT_FINAL_PUSH_TTL_SECS),
             ),
+            max_series_per_answer: positive_usize(
+                "max_series_per_answer",
+                raw.max_series_per_answer
+                    .unwrap_or(DEFAULT_MAX_SERIES_PER_ANSWER),
+            )?,
         })
     }
 }
