@@ -41,6 +41,13 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 /// failure of that agent, a push gets an error in its PushAck): decoding
 /// allocates per entry, and an empty entry is two bytes on the wire.
 pub const DEFAULT_MAX_SERIES_PER_ANSWER: usize = 500_000;
+/// Default most final pushes held at once (one per agent identity); past it
+/// the oldest is dropped to make room.
+pub const DEFAULT_MAX_PUSHES: usize = 10_000;
+/// Default most bytes of pushed families held at once (an estimate of the
+/// memory they take): 256 MiB. Past it the oldest pushes are dropped to
+/// make room; a push larger than this on its own is refused.
+pub const DEFAULT_MAX_PUSH_BYTES: usize = 256 << 20;
 /// Default largest agent frame accepted, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 /// Default time shutdown waits for connections to finish, in milliseconds.
@@ -148,6 +155,10 @@ raw_config! {
     max_frame_bytes: usize,
     /// Most families plus series in one agent answer or push.
     max_series_per_answer: usize,
+    /// Most final pushes held at once.
+    max_pushes: usize,
+    /// Most bytes of pushed families held at once.
+    max_push_bytes: usize,
     /// Time shutdown waits for connections, in milliseconds.
     shutdown_timeout_ms: u64,
     /// Metric event streams to read (`host:port` of a metrics-exporter-tcp

@@ -79,6 +79,15 @@ impl FrameRefusal {
     }
 }
 
+/// Why a push was dropped; each is a `reason` of `tether_pushes_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushDrop {
+    /// The oldest push, dropped to make room under --max-pushes or --max-push-bytes.
+    Evicted,
+    /// A push larger on its own than --max-push-bytes, refused.
+    TooLarge,
+}
+
 /// Why the gateway closed an HTTP connection; each is a `reason` of
 /// `tether_http_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +131,9 @@ pub(crate) struct Telemetry {
     pushes_held: Gauge,
     http_closed: Vec<(CloseReason, Counter)>,
     frames_refused: Vec<(FrameRefusal, Counter)>,
+    pushes_evicted: Counter,
+    pushes_too_large: Counter,
+    push_bytes: Gauge,
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -211,6 +223,18 @@ impl Telemetry {
             "Agent frames dropped without being decoded, by reason: unsolicited (an answer no scrape waits for), over_limit (more families and series than --max-series-per-answer).",
             0,
         );
+        describe(
+            "tether_pushes_dropped_total",
+            Unit::Count,
+            "Final pushes dropped, by reason: evicted (the oldest, to make room under --max-pushes or --max-push-bytes), too_large (refused).",
+            0,
+        );
+        describe(
+            "tether_pushes_held_bytes",
+            Unit::Bytes,
+            "Estimated memory of the pushes held now (bounded by --max-push-bytes).",
+            1,
+        );
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&key(name, labels), &METADATA)
         };
@@ -264,6 +288,16 @@ impl Telemetry {
             pushes: push("false"),
             final_pushes: push("true"),
             pushes_held: recorder.register_gauge(&key("tether_pushes_held", vec![]), &METADATA),
+            pushes_evicted: counter(
+                "tether_pushes_dropped_total",
+                vec![Label::new("reason", "evicted")],
+            ),
+            pushes_too_large: counter(
+                "tether_pushes_dropped_total",
+                vec![Label::new("reason", "too_large")],
+            ),
+            push_bytes: recorder
+                .register_gauge(&key("tether_pushes_held_bytes", vec![]), &METADATA),
             frames_refused: FrameRefusal::ALL
                 .into_iter()
                 .map(|reason| {
@@ -357,6 +391,24 @@ impl Telemetry {
         self.scrapes.increment(1);
         self.series_served.increment(stats.series);
         self.record_drops(&stats.drops);
+    }
+
+    /// Pushes were dropped.
+    pub(crate) fn pushes_dropped(&self, reason: PushDrop, n_pushes: usize) {
+        if n_pushes == 0 {
+            return;
+        }
+        let counter = match reason {
+            PushDrop::Evicted => &self.pushes_evicted,
+            PushDrop::TooLarge => &self.pushes_too_large,
+        };
+        counter.increment(n_pushes as u64);
+    }
+
+    /// The bytes held by pushes changed.
+    pub(crate) fn set_push_bytes(&self, bytes: usize) {
+        #[allow(clippy::cast_precision_loss, reason = "sizes far below 2^53")]
+        self.push_bytes.set(bytes as f64);
     }
 
     /// An agent's frame was dropped undecoded.

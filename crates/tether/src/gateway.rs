@@ -109,6 +109,14 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_MAX_SERIES_PER_ANSWER", value_name = "N")]
     max_series_per_answer: Option<usize>,
 
+    /// Most final pushes held at once; the oldest goes first [default: 10000].
+    #[arg(long, env = "TETHER_MAX_PUSHES", value_name = "N")]
+    max_pushes: Option<usize>,
+
+    /// Most bytes of final pushes held at once; the oldest go first [default: 268435456].
+    #[arg(long, env = "TETHER_MAX_PUSH_BYTES", value_name = "BYTES")]
+    max_push_bytes: Option<usize>,
+
     /// Time shutdown waits for connections to finish [default: 10000].
     #[arg(long, env = "TETHER_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -174,6 +182,8 @@ impl GatewayArgs {
             stream_max_series: self.stream_max_series,
             stream_max_bytes: self.stream_max_bytes,
             max_series_per_answer: self.max_series_per_answer,
+            max_pushes: self.max_pushes,
+            max_push_bytes: self.max_push_bytes,
         }
     }
 

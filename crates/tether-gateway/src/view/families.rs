@@ -105,6 +105,7 @@ pub(crate) enum Origin {
 pub(crate) struct Families {
     families: Vec<MetricFamily>,
     n_series: usize,
+    approx_bytes: usize,
 }
 
 impl Families {
@@ -122,6 +123,13 @@ impl Families {
     /// How many series they hold.
     pub(crate) fn n_series(&self) -> usize {
         self.n_series
+    }
+
+    /// About how many bytes of memory they hold: texts plus a fixed cost
+    /// per family, series, label, bucket and quantile (the sizes of their
+    /// structures and allocations). What budgets of held data count.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.approx_bytes
     }
 
     /// Normalizes `families` from `origin`, to be served with `target`;
@@ -194,11 +202,42 @@ impl Families {
             drops.add(DropReason::Duplicate, before - family.series.len());
             n_series += family.series.len();
         }
+        let approx_bytes = kept.iter().map(family_bytes).sum();
         Families {
             families: kept,
             n_series,
+            approx_bytes,
         }
     }
+}
+
+/// The estimate of [`Families::approx_bytes`] for one family.
+fn family_bytes(family: &MetricFamily) -> usize {
+    const FAMILY: usize = 128;
+    const SERIES: usize = 96;
+    const LABEL: usize = 48;
+    const POINT: usize = 40;
+    let texts = family.name.len()
+        + family.help.as_ref().map_or(0, String::len)
+        + family.unit.as_ref().map_or(0, String::len);
+    let series: usize = family
+        .series
+        .iter()
+        .map(|series| {
+            let labels: usize = series
+                .labels
+                .iter()
+                .map(|l| LABEL + l.name.len() + l.value.len())
+                .sum();
+            let points = match &series.value {
+                tether_model::Value::Histogram(h) => h.buckets.len(),
+                tether_model::Value::Summary(s) => s.quantiles.len(),
+                _ => 0,
+            };
+            SERIES + labels + points * POINT
+        })
+        .sum();
+    FAMILY + texts + series
 }
 
 /// Renames each label of `labels` named like a target label to the first

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AgentsSource;
 use super::registry::{Answer, Command, Identity, RegisterError};
-use crate::telemetry::{FrameRefusal, RejectKind};
+use crate::telemetry::{FrameRefusal, PushDrop, RejectKind};
 use crate::view::{Drops, Families, Origin};
 
 /// Most identity labels an agent may declare.
@@ -285,8 +285,20 @@ where
                     }
                     Decoded::Push { id, is_final, families } => {
                         shared.telemetry.push(is_final);
-                        shared.registry.store_push(&identity, &target, families, config.final_push_ttl);
-                        send(&mut conn, &ServerMessage::from(PushAck { id, error: String::new() }), dead_after).await?;
+                        let error = match shared.registry.store_push(&identity, &target, families, config.final_push_ttl) {
+                            Ok(evicted) => {
+                                shared.telemetry.pushes_dropped(PushDrop::Evicted, evicted);
+                                String::new()
+                            }
+                            Err(too_large) => {
+                                shared.telemetry.pushes_dropped(PushDrop::TooLarge, 1);
+                                format!(
+                                    "the push takes about {} bytes, over the gateway's limit of {} for all pushes: push less or raise --max-push-bytes",
+                                    too_large.bytes, too_large.max_bytes
+                                )
+                            }
+                        };
+                        send(&mut conn, &ServerMessage::from(PushAck { id, error }), dead_after).await?;
                     }
                     Decoded::Other(message) => match message.kind {
                     Some(ClientKind::Ping(ping)) => {

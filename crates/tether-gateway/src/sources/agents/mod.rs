@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{
     DEFAULT_AGENT_LISTEN, DEFAULT_FINAL_PUSH_TTL_SECS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
     DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_MAX_SERIES_PER_ANSWER, RawConfig, millis, parse_addr, positive_usize,
+    DEFAULT_MAX_PUSH_BYTES, DEFAULT_MAX_PUSHES, DEFAULT_MAX_SERIES_PER_ANSWER, RawConfig, millis,
+    parse_addr, positive_usize,
 };
 use crate::error::{ConfigError, Error};
 use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
@@ -53,6 +54,8 @@ pub(crate) struct AgentSettings {
     pub(crate) final_push_ttl: Duration,
     /// Most families plus series one answer or push may hold.
     pub(crate) max_series_per_answer: usize,
+    /// How much pushed data is held at most.
+    pub(crate) push_limits: registry::PushLimits,
 }
 
 impl AgentSettings {
@@ -116,6 +119,16 @@ impl AgentSettings {
                 raw.final_push_ttl_secs
                     .unwrap_or(DEFAULT_FINAL_PUSH_TTL_SECS),
             ),
+            push_limits: registry::PushLimits {
+                max_pushes: positive_usize(
+                    "max_pushes",
+                    raw.max_pushes.unwrap_or(DEFAULT_MAX_PUSHES),
+                )?,
+                max_bytes: positive_usize(
+                    "max_push_bytes",
+                    raw.max_push_bytes.unwrap_or(DEFAULT_MAX_PUSH_BYTES),
+                )?,
+            },
             max_series_per_answer: positive_usize(
                 "max_series_per_answer",
                 raw.max_series_per_answer
@@ -170,7 +183,7 @@ impl AgentsSource {
                 source,
             })?;
         let local_addr = socket.local_addr().unwrap_or(settings.listen);
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::with_push_limits(settings.push_limits));
         Ok(Arc::new(AgentsSource {
             scraper: Scraper::new(Arc::clone(&registry)),
             registry,
@@ -329,6 +342,7 @@ impl Source for AgentsSource {
             self.telemetry
                 .set_agents_connected(self.registry.n_agents());
             self.telemetry.set_pushes_held(self.registry.n_pushes());
+            self.telemetry.set_push_bytes(self.registry.push_bytes());
             let mut parts = choose_parts(&round, pushes);
             let mut drops = Drops::default();
             let synthetic = Families::normalize(

@@ -156,6 +156,45 @@ struct State {
     agents: HashMap<u64, Entry>,
     by_identity: HashMap<Arc<Identity>, u64>,
     pushed: HashMap<Arc<Identity>, Pushed>,
+    /// `approx_bytes` of every push in `pushed`.
+    pushed_bytes: usize,
+}
+
+impl State {
+    fn remove_push(&mut self, identity: &Identity) {
+        if let Some(old) = self.pushed.remove(identity) {
+            self.pushed_bytes -= old.families.approx_bytes();
+        }
+    }
+}
+
+/// How much pushed data the registry holds at most. Past either bound the
+/// oldest pushes are dropped first; a push larger than the byte bound on
+/// its own is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PushLimits {
+    /// Pushes held, one per identity.
+    pub(crate) max_pushes: usize,
+    /// Bytes of pushed families held (their `approx_bytes`).
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for PushLimits {
+    fn default() -> PushLimits {
+        PushLimits {
+            max_pushes: crate::config::DEFAULT_MAX_PUSHES,
+            max_bytes: crate::config::DEFAULT_MAX_PUSH_BYTES,
+        }
+    }
+}
+
+/// A push larger on its own than every push may be together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PushTooLarge {
+    /// Its size.
+    pub(crate) bytes: usize,
+    /// The bound.
+    pub(crate) max_bytes: usize,
 }
 
 /// Every connected agent and every unexpired push.
@@ -165,6 +204,7 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     state: Mutex<State>,
+    push_limits: PushLimits,
     next_id: AtomicU64,
     /// The order of answers, pushes and rounds: a scrape compares stamps
     /// to tell which of an agent's answer and its push is newer.
@@ -179,6 +219,14 @@ pub(crate) enum RegisterError {
 }
 
 impl Registry {
+    /// A registry holding at most `push_limits` of pushed data.
+    pub(crate) fn with_push_limits(push_limits: PushLimits) -> Registry {
+        Registry {
+            push_limits,
+            ..Registry::default()
+        }
+    }
+
     /// The next stamp in the order of events; stamps only grow.
     pub(crate) fn stamp(&self) -> u64 {
         self.next_seq.fetch_add(1, Ordering::Relaxed) + 1
@@ -213,7 +261,7 @@ impl Registry {
         }
         state.by_identity.insert(Arc::clone(&identity), id);
         // A live agent supersedes what it pushed before.
-        state.pushed.remove(&identity);
+        state.remove_push(&identity);
         state.agents.insert(
             id,
             Entry {
@@ -248,24 +296,56 @@ impl Registry {
         self.state.lock().agents.len()
     }
 
-    /// Stores what an agent pushed, replacing its previous push.
+    /// Stores what an agent pushed, replacing its previous push; drops the
+    /// oldest pushes while the limits would be passed, and answers how many.
     pub(crate) fn store_push(
         &self,
         identity: &Arc<Identity>,
         target: &Arc<TargetLabels>,
         families: Families,
         ttl: Duration,
-    ) {
+    ) -> Result<usize, PushTooLarge> {
+        let limits = self.push_limits;
+        let bytes = families.approx_bytes();
+        if bytes > limits.max_bytes {
+            return Err(PushTooLarge {
+                bytes,
+                max_bytes: limits.max_bytes,
+            });
+        }
         let pushed = Pushed {
             target: Arc::clone(target),
             families: Arc::new(families),
             expires: Instant::now() + ttl,
             seq: self.stamp(),
         };
-        self.state
-            .lock()
-            .pushed
-            .insert(Arc::clone(identity), pushed);
+        let mut state = self.state.lock();
+        state.remove_push(identity);
+        let mut evicted = 0;
+        while state.pushed.len() >= limits.max_pushes
+            || state.pushed_bytes + bytes > limits.max_bytes
+        {
+            // Linear in the pushes held, which the count bounds; evictions
+            // happen only at the limit.
+            let Some(oldest) = state
+                .pushed
+                .iter()
+                .min_by_key(|(_, p)| p.seq)
+                .map(|(identity, _)| Arc::clone(identity))
+            else {
+                break;
+            };
+            state.remove_push(&oldest);
+            evicted += 1;
+        }
+        state.pushed_bytes += bytes;
+        state.pushed.insert(Arc::clone(identity), pushed);
+        Ok(evicted)
+    }
+
+    /// Bytes of pushed families held now.
+    pub(crate) fn push_bytes(&self) -> usize {
+        self.state.lock().pushed_bytes
     }
 
     /// Every unexpired push, in identity order, with whether its agent is
@@ -273,7 +353,15 @@ impl Registry {
     /// served is the scrape's decision (`super::choose_parts`).
     pub(crate) fn pushes(&self, now: Instant) -> Vec<HeldPush> {
         let mut state = self.state.lock();
-        state.pushed.retain(|_, pushed| pushed.expires > now);
+        let mut freed = 0;
+        state.pushed.retain(|_, pushed| {
+            let keep = pushed.expires > now;
+            if !keep {
+                freed += pushed.families.approx_bytes();
+            }
+            keep
+        });
+        state.pushed_bytes -= freed;
         let mut pushes: Vec<HeldPush> = state
             .pushed
             .iter()
@@ -398,7 +486,9 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let id = Arc::new(identity("batch", "b1"));
         let target = Arc::new(id.target_labels());
-        registry.store_push(&id, &target, Families::empty(), Duration::from_secs(60));
+        registry
+            .store_push(&id, &target, Families::empty(), Duration::from_secs(60))
+            .expect("within the limits");
         let now = Instant::now();
         let held = registry.pushes(now);
         assert_eq!(held.len(), 1);
@@ -408,7 +498,9 @@ mod tests {
             .register((*id).clone(), 10, CancellationToken::new())
             .expect("room");
         assert_eq!(registry.pushes(now).len(), 0);
-        registry.store_push(&id, &target, Families::empty(), Duration::from_secs(60));
+        registry
+            .store_push(&id, &target, Families::empty(), Duration::from_secs(60))
+            .expect("within the limits");
         assert!(registry.pushes(now)[0].connected);
         drop(guard);
         assert_eq!(
@@ -417,5 +509,52 @@ mod tests {
             "expired"
         );
         assert_eq!(registry.n_pushes(), 0, "expired pushes are dropped");
+    }
+
+    #[test]
+    fn pushes_past_the_limits_drop_the_oldest_and_oversized_ones_are_refused() {
+        use tether_model::{MetricFamily, MetricType, Series, Value};
+        let families = |n_series: usize| {
+            let mut family = MetricFamily::new("g", MetricType::Gauge);
+            for i in 0..n_series {
+                family.series.push(Series {
+                    labels: vec![Label::new("i", i.to_string())],
+                    value: Value::Single(1.0),
+                    timestamp_ms: None,
+                });
+            }
+            let mut drops = crate::view::Drops::default();
+            Families::normalize(vec![family], None, crate::view::Origin::Peer, &mut drops)
+        };
+        let one = families(10).approx_bytes();
+        let registry = Registry::with_push_limits(PushLimits {
+            max_pushes: 3,
+            max_bytes: one * 3 + one / 2,
+        });
+        let ttl = Duration::from_secs(60);
+        let store = |instance: &str, families: Families| {
+            let id = Arc::new(identity("batch", instance));
+            let target = Arc::new(id.target_labels());
+            registry.store_push(&id, &target, families, ttl)
+        };
+        for instance in ["1", "2", "3"] {
+            assert_eq!(store(instance, families(10)), Ok(0));
+        }
+        // A fourth push: the count limit drops the oldest.
+        assert_eq!(store("4", families(10)), Ok(1));
+        let held: Vec<String> = registry
+            .pushes(Instant::now())
+            .iter()
+            .filter_map(|h| h.identity.get("instance").map(str::to_owned))
+            .collect();
+        assert_eq!(held, ["2", "3", "4"]);
+        // A push of twice the size: the byte limit drops two.
+        assert_eq!(store("5", families(20)), Ok(2));
+        assert!(registry.push_bytes() <= one * 3 + one / 2);
+        // Replacing a push frees its bytes first.
+        assert_eq!(store("5", families(20)), Ok(0));
+        // Larger than every push may be together: refused.
+        assert!(store("6", families(40)).is_err());
+        assert_eq!(registry.n_pushes(), 2);
     }
 }

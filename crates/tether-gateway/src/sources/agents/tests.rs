@@ -80,12 +80,14 @@ async fn an_agent_that_answered_then_pushed_and_left_during_the_round_is_served_
             }));
             // Then it pushes its final metrics and leaves, while the round
             // still waits for B.
-            registry.store_push(
-                &identity_a,
-                &target_a,
-                families(2.0, &target_a),
-                Duration::from_secs(60),
-            );
+            registry
+                .store_push(
+                    &identity_a,
+                    &target_a,
+                    families(2.0, &target_a),
+                    Duration::from_secs(60),
+                )
+                .expect("within the limits");
             drop(guard_a);
             // Only now does B answer.
             let Some(Command::Scrape { reply, .. }) = commands_b.recv().await else {
@@ -115,12 +117,14 @@ async fn a_live_answer_newer_than_the_push_wins_and_old_pushes_of_connected_agen
         .expect("room");
     let target = Arc::clone(guard.target());
     // A non-final push before the round.
-    registry.store_push(
-        guard.identity(),
-        &target,
-        families(1.0, &target),
-        Duration::from_secs(60),
-    );
+    registry
+        .store_push(
+            guard.identity(),
+            &target,
+            families(1.0, &target),
+            Duration::from_secs(60),
+        )
+        .expect("within the limits");
     let scraper = Scraper::new(Arc::clone(&registry));
     let answer = {
         let registry = Arc::clone(&registry);
