@@ -19,6 +19,8 @@ static METADATA: Metadata<'static> =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RejectKind {
     BadToken,
+    /// Refused without its token compared: too many bad tokens from its address.
+    Throttled,
     UnsupportedVersion,
     FrameTooLarge,
     MalformedFrame,
@@ -30,8 +32,9 @@ pub(crate) enum RejectKind {
 }
 
 impl RejectKind {
-    const ALL: [RejectKind; 9] = [
+    const ALL: [RejectKind; 10] = [
         RejectKind::BadToken,
+        RejectKind::Throttled,
         RejectKind::UnsupportedVersion,
         RejectKind::FrameTooLarge,
         RejectKind::MalformedFrame,
@@ -46,6 +49,7 @@ impl RejectKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             RejectKind::BadToken => "bad_token",
+            RejectKind::Throttled => "throttled",
             RejectKind::UnsupportedVersion => "unsupported_version",
             RejectKind::FrameTooLarge => "frame_too_large",
             RejectKind::MalformedFrame => "malformed_frame",

@@ -480,3 +480,52 @@ async fn answers_not_asked_for_or_over_the_limit_are_refused_undecoded() {
     assert_eq!(count("over_limit"), Some(1.0));
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_brute_force_is_throttled_per_address_and_other_agents_get_in() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let config = config(RawConfig {
+        agent_token: Some(vec!["right".into()]),
+        ..RawConfig::loopback()
+    });
+    let gateway = TestGateway::start(config).await;
+    let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let mut refused_unchecked = false;
+    for attempt in 0..30 {
+        let mut agent = RawAgent::connect_from(attacker, gateway.agents).await;
+        agent
+            .send(Hello::new(
+                format!("guess-{attempt}"),
+                [("job", "j"), ("instance", "i")],
+            ))
+            .await;
+        let Some(ServerKind::Reject(reject)) = agent.recv().await.and_then(|m| m.kind) else {
+            panic!("a bad token is rejected");
+        };
+        if reject.message.contains("too many bad tokens") {
+            refused_unchecked = true;
+            break;
+        }
+    }
+    assert!(refused_unchecked, "the attacker's address is throttled");
+    // Even the right token is not compared from that address now...
+    let mut agent = RawAgent::connect_from(attacker, gateway.agents).await;
+    agent
+        .send(Hello::new("right", [("job", "j"), ("instance", "i")]))
+        .await;
+    expect_reject(&mut agent, RejectReason::BadToken).await;
+    // ...while an agent from another address is admitted at once.
+    let mut agent =
+        RawAgent::connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), gateway.agents).await;
+    agent
+        .send(Hello::new("right", [("job", "j"), ("instance", "other")]))
+        .await;
+    assert!(
+        matches!(
+            agent.recv().await.and_then(|m| m.kind),
+            Some(ServerKind::Welcome(_))
+        ),
+        "an agent from another address is welcomed"
+    );
+    gateway.stop().await;
+}

@@ -153,14 +153,30 @@ where
         ))
         .await;
     };
-    if !token_accepted(&config.tokens, &hello.token) {
-        return reject(
-            &mut conn,
-            &shared,
-            RejectKind::BadToken,
-            "the token is not one this gateway accepts".to_owned(),
-        )
-        .await;
+    if !config.tokens.is_empty() {
+        let now = Instant::now();
+        if !shared.auth.allows(peer.ip(), now) {
+            return reject(
+                &mut conn,
+                &shared,
+                RejectKind::Throttled,
+                format!(
+                    "too many bad tokens from {}: wait a second between attempts",
+                    peer.ip()
+                ),
+            )
+            .await;
+        }
+        if !token_accepted(&config.tokens, &hello.token) {
+            shared.auth.failed(peer.ip(), now);
+            return reject(
+                &mut conn,
+                &shared,
+                RejectKind::BadToken,
+                "the token is not one this gateway accepts".to_owned(),
+            )
+            .await;
+        }
     }
     let identity = match identity_of(&hello) {
         Ok(identity) => identity,
@@ -370,7 +386,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     shared.telemetry.reject(kind);
-    tracing::warn!(reason = kind.as_str(), %message, "agent rejected");
+    if matches!(kind, RejectKind::BadToken | RejectKind::Throttled) {
+        // A brute force must not flood the log: at warn at most once per
+        // interval, with the count of those not logged.
+        if let Some(suppressed) = shared.auth.should_log(Instant::now()) {
+            tracing::warn!(reason = kind.as_str(), %message, suppressed, "agent rejected");
+        }
+    } else {
+        tracing::warn!(reason = kind.as_str(), %message, "agent rejected");
+    }
     // The peer may be gone or not reading; the Reject is best effort and
     // must not hold the task.
     let reject = ServerMessage::from(Reject::new(reason_of(kind), message.clone()));
@@ -380,7 +404,7 @@ where
 
 fn reason_of(kind: RejectKind) -> RejectReason {
     match kind {
-        RejectKind::BadToken => RejectReason::BadToken,
+        RejectKind::BadToken | RejectKind::Throttled => RejectReason::BadToken,
         RejectKind::UnsupportedVersion => RejectReason::UnsupportedVersion,
         RejectKind::FrameTooLarge => RejectReason::FrameTooLarge,
         RejectKind::MalformedFrame => RejectReason::MalformedFrame,

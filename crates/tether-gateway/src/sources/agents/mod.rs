@@ -7,6 +7,7 @@
 //! answer to a scrape, in which it decides, per agent, whether the live
 //! answer or the push is served.
 
+mod auth;
 mod conn;
 pub(crate) mod registry;
 pub(crate) mod scrape;
@@ -152,6 +153,8 @@ pub(crate) struct AgentsSource {
     pub(crate) registry: Arc<Registry>,
     scraper: Scraper,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// Bad tokens throttled per peer address.
+    pub(crate) auth: auth::AuthThrottle,
     /// The listener, taken once by [`Source::run`]; a mutex only because
     /// `run` gets `Arc<Self>`, and it is locked once.
     listener: Mutex<Option<Listener>>,
@@ -188,6 +191,7 @@ impl AgentsSource {
             scraper: Scraper::new(Arc::clone(&registry)),
             registry,
             telemetry,
+            auth: auth::AuthThrottle::default(),
             listener: Mutex::new(Some(Listener {
                 socket,
                 tls: tls.map(|(config, timeout)| (TlsAcceptor::from(config), timeout)),

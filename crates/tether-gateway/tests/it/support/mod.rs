@@ -111,6 +111,22 @@ impl RawAgent {
         }
     }
 
+    /// Connects from the loopback address `local` (127.0.0.2, …), as an
+    /// agent on another host would.
+    pub(crate) async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> RawAgent {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind a loopback address");
+        RawAgent {
+            stream: socket
+                .connect(addr)
+                .await
+                .expect("connect to the agent listener"),
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Connects and completes a handshake as `job`/`instance`.
     pub(crate) async fn hello(
         addr: SocketAddr,
