@@ -92,6 +92,17 @@ pub(crate) enum PushDrop {
     TooLarge,
 }
 
+impl PushDrop {
+    const ALL: [PushDrop; 2] = [PushDrop::Evicted, PushDrop::TooLarge];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PushDrop::Evicted => "evicted",
+            PushDrop::TooLarge => "too_large",
+        }
+    }
+}
+
 /// Why the gateway closed an HTTP connection; each is a `reason` of
 /// `tether_http_connections_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,27 +127,60 @@ impl CloseReason {
     }
 }
 
+/// One counter per reason of a `{reason}`-labelled counter, registered up
+/// front so that every reason is served from zero.
+#[derive(Debug)]
+struct ByReason<R> {
+    counters: Vec<(R, Counter)>,
+}
+
+impl<R: Copy + PartialEq> ByReason<R> {
+    fn new(
+        counter: &impl Fn(&'static str, Vec<Label>) -> Counter,
+        name: &'static str,
+        reasons: &[R],
+        label: fn(R) -> &'static str,
+    ) -> ByReason<R> {
+        ByReason {
+            counters: reasons
+                .iter()
+                .map(|&reason| {
+                    (
+                        reason,
+                        counter(name, vec![Label::new("reason", label(reason))]),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn increment(&self, reason: R, n: u64) {
+        if let Some((_, counter)) = self.counters.iter().find(|(r, _)| *r == reason) {
+            counter.increment(n);
+        }
+    }
+}
+
 /// Handles of every gateway metric. Cheap to update: each is an atomic
 /// behind the recorder's handle.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     agents_connected: Gauge,
-    rejects: Vec<(RejectKind, Counter)>,
+    rejects: ByReason<RejectKind>,
     scrapes: Counter,
     scrape_duration: Histogram,
     agent_timeouts: Counter,
     agent_unavailable: Counter,
     agent_errors: Counter,
-    dropped_series: Vec<(DropReason, Counter)>,
+    dropped_series: ByReason<DropReason>,
     invalid_families: Counter,
     series_served: Counter,
     pushes: Counter,
     final_pushes: Counter,
     pushes_held: Gauge,
-    http_closed: Vec<(CloseReason, Counter)>,
-    frames_refused: Vec<(FrameRefusal, Counter)>,
-    pushes_evicted: Counter,
-    pushes_too_large: Counter,
+    http_closed: ByReason<CloseReason>,
+    frames_refused: ByReason<FrameRefusal>,
+    pushes_dropped: ByReason<PushDrop>,
     push_bytes: Gauge,
 }
 
@@ -257,83 +301,55 @@ impl Telemetry {
         Telemetry {
             agents_connected: recorder
                 .register_gauge(&key("tether_agents_connected", vec![]), &METADATA),
-            rejects: RejectKind::ALL
-                .into_iter()
-                .map(|kind| {
-                    (
-                        kind,
-                        counter(
-                            "tether_agent_rejects_total",
-                            vec![Label::new("reason", kind.as_str())],
-                        ),
-                    )
-                })
-                .collect(),
+            rejects: ByReason::new(
+                &counter,
+                "tether_agent_rejects_total",
+                &RejectKind::ALL,
+                RejectKind::as_str,
+            ),
             scrapes: counter("tether_scrapes_total", vec![]),
             scrape_duration: recorder
                 .register_histogram(&key("tether_scrape_duration_seconds", vec![]), &METADATA),
             agent_timeouts: failure("timeout"),
             agent_unavailable: failure("unavailable"),
             agent_errors: failure("error"),
-            dropped_series: DropReason::ALL
-                .into_iter()
-                .map(|reason| {
-                    (
-                        reason,
-                        counter(
-                            "tether_merge_dropped_series_total",
-                            vec![Label::new("reason", reason.as_str())],
-                        ),
-                    )
-                })
-                .collect(),
+            dropped_series: ByReason::new(
+                &counter,
+                "tether_merge_dropped_series_total",
+                &DropReason::ALL,
+                DropReason::as_str,
+            ),
             invalid_families: counter("tether_agent_invalid_families_total", vec![]),
             series_served: counter("tether_series_served_total", vec![]),
             pushes: push("false"),
             final_pushes: push("true"),
             pushes_held: recorder.register_gauge(&key("tether_pushes_held", vec![]), &METADATA),
-            pushes_evicted: counter(
+            pushes_dropped: ByReason::new(
+                &counter,
                 "tether_pushes_dropped_total",
-                vec![Label::new("reason", "evicted")],
-            ),
-            pushes_too_large: counter(
-                "tether_pushes_dropped_total",
-                vec![Label::new("reason", "too_large")],
+                &PushDrop::ALL,
+                PushDrop::as_str,
             ),
             push_bytes: recorder
                 .register_gauge(&key("tether_pushes_held_bytes", vec![]), &METADATA),
-            frames_refused: FrameRefusal::ALL
-                .into_iter()
-                .map(|reason| {
-                    (
-                        reason,
-                        counter(
-                            "tether_agent_frames_refused_total",
-                            vec![Label::new("reason", reason.as_str())],
-                        ),
-                    )
-                })
-                .collect(),
-            http_closed: CloseReason::ALL
-                .into_iter()
-                .map(|reason| {
-                    (
-                        reason,
-                        counter(
-                            "tether_http_connections_closed_total",
-                            vec![Label::new("reason", reason.as_str())],
-                        ),
-                    )
-                })
-                .collect(),
+            frames_refused: ByReason::new(
+                &counter,
+                "tether_agent_frames_refused_total",
+                &FrameRefusal::ALL,
+                FrameRefusal::as_str,
+            ),
+            http_closed: ByReason::new(
+                &counter,
+                "tether_http_connections_closed_total",
+                &CloseReason::ALL,
+                CloseReason::as_str,
+            ),
         }
     }
 
     /// An agent turned away.
     pub(crate) fn reject(&self, kind: RejectKind) {
-        if let Some((_, counter)) = self.rejects.iter().find(|(k, _)| *k == kind) {
-            counter.increment(1);
-        }
+        self.rejects.increment(kind, 1);
     }
 
     /// The number of connected agents changed.
@@ -370,10 +386,10 @@ impl Telemetry {
         if drops.is_empty() {
             return;
         }
-        for (reason, counter) in &self.dropped_series {
-            let n = drops.get(*reason);
+        for reason in DropReason::ALL {
+            let n = drops.get(reason);
             if n > 0 {
-                counter.increment(n);
+                self.dropped_series.increment(reason, n);
             }
         }
     }
@@ -399,14 +415,9 @@ impl Telemetry {
 
     /// Pushes were dropped.
     pub(crate) fn pushes_dropped(&self, reason: PushDrop, n_pushes: usize) {
-        if n_pushes == 0 {
-            return;
+        if n_pushes > 0 {
+            self.pushes_dropped.increment(reason, n_pushes as u64);
         }
-        let counter = match reason {
-            PushDrop::Evicted => &self.pushes_evicted,
-            PushDrop::TooLarge => &self.pushes_too_large,
-        };
-        counter.increment(n_pushes as u64);
     }
 
     /// The bytes held by pushes changed.
@@ -417,16 +428,12 @@ impl Telemetry {
 
     /// An agent's frame was dropped undecoded.
     pub(crate) fn frame_refused(&self, reason: FrameRefusal) {
-        if let Some((_, counter)) = self.frames_refused.iter().find(|(r, _)| *r == reason) {
-            counter.increment(1);
-        }
+        self.frames_refused.increment(reason, 1);
     }
 
     /// The gateway closed an HTTP connection.
     pub(crate) fn http_connection_closed(&self, reason: CloseReason) {
-        if let Some((_, counter)) = self.http_closed.iter().find(|(r, _)| *r == reason) {
-            counter.increment(1);
-        }
+        self.http_closed.increment(reason, 1);
     }
 
     /// A scrape was answered after `elapsed`.

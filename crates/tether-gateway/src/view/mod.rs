@@ -55,8 +55,6 @@ struct Group {
 /// What a view holds and what it left out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ViewStats {
-    /// Families in the view.
-    pub(crate) families: u64,
     /// Series in the view.
     pub(crate) series: u64,
     /// Series left out, by reason.
@@ -158,11 +156,7 @@ impl View {
                 series += view.family(member).series.len() as u64;
             }
         }
-        view.stats = ViewStats {
-            families: view.groups.len() as u64,
-            series,
-            drops,
-        };
+        view.stats = ViewStats { series, drops };
         view
     }
 

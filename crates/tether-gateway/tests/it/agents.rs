@@ -353,18 +353,11 @@ async fn a_silent_agent_is_closed_after_three_heartbeats() {
 
 #[tokio::test]
 async fn rejections_are_counted_on_the_proxy_endpoint() {
-    use std::sync::Arc;
-    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
-    let handle = recorder.handle();
-    let self_metrics = tether_gateway::SelfMetrics {
-        recorder,
-        families: Arc::new(move || handle.families()),
-    };
-    let config = config(RawConfig {
+    let gateway = TestGateway::start_observed(RawConfig {
         agent_token: Some(vec!["right".into()]),
         ..RawConfig::loopback()
-    });
-    let gateway = TestGateway::start_with(config, self_metrics).await;
+    })
+    .await;
     for _ in 0..2 {
         let mut agent = RawAgent::connect(gateway.agents).await;
         agent
@@ -433,18 +426,11 @@ fn empty_families_answer(id: u64, n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_not_asked_for_or_over_the_limit_are_refused_undecoded() {
-    use std::sync::Arc;
-    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
-    let handle = recorder.handle();
-    let self_metrics = tether_gateway::SelfMetrics {
-        recorder,
-        families: Arc::new(move || handle.families()),
-    };
-    let config = config(RawConfig {
+    let gateway = TestGateway::start_observed(RawConfig {
         max_series_per_answer: Some(1_000),
         ..RawConfig::loopback()
-    });
-    let gateway = TestGateway::start_with(config, self_metrics).await;
+    })
+    .await;
     // 8 MiB of empty families, answering a scrape nobody made: it would
     // decode into gigabytes.
     let (mut hostile, _) = RawAgent::hello(gateway.agents, "j", "hostile", "").await;

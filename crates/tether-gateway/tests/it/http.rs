@@ -2,7 +2,6 @@
 //! silent sockets, a one-byte-a-second header sender, a scraper that does
 //! not read its response.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -11,18 +10,7 @@ use tether_model::{Format, parse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{PATIENCE, RawAgent, TestGateway, config, gauge, get, value_of};
-
-/// A gateway recording its own metrics, so tests can read its counters.
-async fn observed_gateway(raw: RawConfig) -> TestGateway {
-    let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
-    let handle = recorder.handle();
-    let self_metrics = tether_gateway::SelfMetrics {
-        recorder,
-        families: Arc::new(move || handle.families()),
-    };
-    TestGateway::start_with(config(raw), self_metrics).await
-}
+use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, value_of};
 
 async fn closed_by_gateway(reason: &str, gateway: &TestGateway) -> f64 {
     let families = parse(
@@ -40,7 +28,7 @@ async fn closed_by_gateway(reason: &str, gateway: &TestGateway) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_and_a_slow_header_sender_do_not_delay_a_real_scrape() {
-    let gateway = observed_gateway(RawConfig {
+    let gateway = TestGateway::start_observed(RawConfig {
         http_header_timeout_ms: Some(1_000),
         ..RawConfig::loopback()
     })
@@ -109,7 +97,7 @@ async fn idle_sockets_and_a_slow_header_sender_do_not_delay_a_real_scrape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scraper_that_does_not_read_is_dropped_at_the_write_deadline() {
-    let gateway = observed_gateway(RawConfig {
+    let gateway = TestGateway::start_observed(RawConfig {
         http_write_timeout_ms: Some(300),
         ..RawConfig::loopback()
     })

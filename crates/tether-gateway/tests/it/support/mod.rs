@@ -56,9 +56,16 @@ impl TestGateway {
         TestGateway::start_bound(config, self_metrics).await
     }
 
-    /// Starts a gateway on loopback port 0 that records into `self_metrics`.
-    pub(crate) async fn start_with(config: Config, self_metrics: SelfMetrics) -> TestGateway {
-        TestGateway::start_bound(config, self_metrics).await
+    /// Starts a gateway on `raw` that records its own metrics, so tests
+    /// can read its counters on `/metrics/proxy`.
+    pub(crate) async fn start_observed(raw: RawConfig) -> TestGateway {
+        let recorder = Arc::new(tether_exporter::ExporterBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        let self_metrics = SelfMetrics {
+            recorder,
+            families: Arc::new(move || handle.families()),
+        };
+        TestGateway::start_bound(config(raw), self_metrics).await
     }
 
     async fn start_bound(config: Config, self_metrics: SelfMetrics) -> TestGateway {
