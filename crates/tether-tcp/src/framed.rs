@@ -6,12 +6,15 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tether_proto::{FrameDecoder, FrameError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::FramedError;
 
@@ -19,6 +22,72 @@ use crate::FramedError;
 /// few bytes at a time, and the size of the stack buffer that takes the
 /// first bytes of a frame.
 const READ_CHUNK_BYTES: usize = 4 * 1024;
+
+/// Bytes of frames in flight that a set of connections may hold at once,
+/// shared by cloning.
+///
+/// A [`FramedConn`] made [`with_budget`](FramedConn::with_budget) takes the
+/// whole length of each frame longer than one read chunk (4 KiB) from the
+/// budget as soon as the frame's header is complete, before it allocates
+/// the buffer for it, and gives it back when the next frame is read or the
+/// connection is dropped: so the budget also covers the time the caller
+/// spends on the body it was handed. When the budget cannot cover a frame,
+/// the read waits (not reading from the socket, so the peer is held back
+/// by TCP) until other frames have given theirs back. Smaller frames take
+/// nothing: one read chunk per connection is bounded by the connection cap.
+#[derive(Clone, Debug)]
+pub struct FrameBudget {
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    permits: Arc<Semaphore>,
+    total: usize,
+    /// Frames that had to wait for the budget.
+    waits: AtomicU64,
+}
+
+impl FrameBudget {
+    /// A budget of `bytes` (at most `Semaphore::MAX_PERMITS`, far above
+    /// any memory).
+    pub fn new(bytes: usize) -> FrameBudget {
+        let total = bytes.min(Semaphore::MAX_PERMITS);
+        FrameBudget {
+            inner: Arc::new(BudgetInner {
+                permits: Arc::new(Semaphore::new(total)),
+                total,
+                waits: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    /// Bytes taken by frames now.
+    pub fn in_use(&self) -> usize {
+        self.inner
+            .total
+            .saturating_sub(self.inner.permits.available_permits())
+    }
+
+    /// How many frames have had to wait for the budget so far.
+    pub fn waits(&self) -> u64 {
+        self.inner.waits.load(Ordering::Relaxed)
+    }
+}
+
+/// A frame's share of a [`FrameBudget`], held by its connection.
+#[derive(Debug)]
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    /// Whether the frame was handed out: its share goes back when the
+    /// next read starts.
+    returned: bool,
+}
 
 /// A byte stream read and written as varint length-delimited frames: a
 /// body's length as a protobuf varint, then the body.
@@ -46,6 +115,13 @@ pub struct FramedConn<S> {
     /// Frames encoded and not yet written. Writes advance it, so a flush
     /// that was dropped part way leaves exactly what is still to be written.
     write_buf: BytesMut,
+    /// The budget that frames in flight are taken from, if any.
+    budget: Option<FrameBudget>,
+    /// The share of the budget the frame being read (or last handed out)
+    /// holds.
+    held: Option<Held>,
+    /// Whether the frame being read has been counted as waiting.
+    waited: bool,
 }
 
 impl<S> FramedConn<S> {
@@ -55,6 +131,19 @@ impl<S> FramedConn<S> {
             stream,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
+            budget: None,
+            held: None,
+            waited: false,
+        }
+    }
+
+    /// Frames over `stream`, each frame longer than a read chunk taking its
+    /// length from `budget` before its buffer is allocated (see
+    /// [`FrameBudget`]).
+    pub fn with_budget(stream: S, budget: FrameBudget) -> Self {
+        Self {
+            budget: Some(budget),
+            ..Self::new(stream)
         }
     }
 
@@ -108,12 +197,19 @@ impl<S: AsyncRead + Unpin> FramedConn<S> {
         max_frame_bytes: usize,
     ) -> Result<Option<Bytes>, FramedError> {
         let mut frames = FrameDecoder::new(max_frame_bytes);
+        if self.held.as_ref().is_some_and(|held| held.returned) {
+            // The caller is done with the last frame.
+            self.held = None;
+        }
         loop {
             if let Some(body) = frames.decode(&mut self.read_buf)? {
                 if self.read_buf.is_empty() {
                     // The body keeps its allocation alive for as long as the
                     // caller holds it; the connection lets go of it now.
                     self.read_buf = BytesMut::new();
+                }
+                if let Some(held) = &mut self.held {
+                    held.returned = true;
                 }
                 return Ok(Some(body));
             }
@@ -122,6 +218,7 @@ impl<S: AsyncRead + Unpin> FramedConn<S> {
             } else {
                 // `decode` has just checked the header as far as it has
                 // arrived, so a length it announces is within the limit.
+                self.take_budget().await;
                 self.make_room_for_frame();
                 self.stream.read_buf(&mut self.read_buf).await?
             };
@@ -153,12 +250,57 @@ impl<S: AsyncRead + Unpin> FramedConn<S> {
         // A header refused here is refused before anything is allocated.
         let capacity = match tether_proto::check(arrived, max_frame_bytes)? {
             Some(_) => arrived.len(),
+            // The rest is allocated once the budget allows it.
+            None if self.budget.is_some() => arrived.len(),
             None => read_buf_capacity(arrived),
         };
         let mut read_buf = BytesMut::with_capacity(capacity);
         read_buf.extend_from_slice(arrived);
         self.read_buf = read_buf;
         Poll::Ready(Ok(arrived.len()))
+    }
+
+    /// Takes the length of the frame the read buffer starts with from the
+    /// budget, once its header is complete and unless it is small or has
+    /// its share already; waits while the budget cannot cover it.
+    ///
+    /// Cancel safe: dropped while it waits, it holds nothing, and the next
+    /// call waits again.
+    async fn take_budget(&mut self) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        if self.held.is_some() {
+            return;
+        }
+        let Some(frame_len) = announced_frame_len(&self.read_buf) else {
+            return;
+        };
+        if frame_len <= READ_CHUNK_BYTES {
+            return;
+        }
+        // A frame larger than the whole budget waits for all of it.
+        let share = u32::try_from(frame_len.min(budget.inner.total)).unwrap_or(u32::MAX);
+        let permits = Arc::clone(&budget.inner.permits);
+        let permit = match Arc::clone(&permits).try_acquire_many_owned(share) {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !self.waited {
+                    self.waited = true;
+                    budget.inner.waits.fetch_add(1, Ordering::Relaxed);
+                }
+                match permits.acquire_many_owned(share).await {
+                    Ok(permit) => permit,
+                    // The semaphore is never closed.
+                    Err(_) => return,
+                }
+            }
+        };
+        self.waited = false;
+        self.held = Some(Held {
+            _permit: permit,
+            returned: false,
+        });
     }
 
     /// Makes sure the next read can take the rest of the frame the read
@@ -252,6 +394,7 @@ impl<S: fmt::Debug> fmt::Debug for FramedConn<S> {
             .field("stream", &self.stream)
             .field("buffered_bytes", &self.read_buf.len())
             .field("unflushed_bytes", &self.write_buf.len())
+            .field("budget", &self.budget.as_ref().map(FrameBudget::total))
             .finish()
     }
 }
@@ -621,6 +764,66 @@ mod tests {
                 "first read of {first_len}"
             );
         }
+    }
+
+    #[test]
+    fn frames_read_within_a_budget_come_out_the_same_and_give_it_back() {
+        let bodies = bodies();
+        let stream = stream_of(&bodies);
+        let budget = FrameBudget::new(1 << 20);
+        for read_len in [1, 3, READ_CHUNK_BYTES, stream.len()] {
+            for drive in [Drive::ToCompletion, Drive::DropEachPoll] {
+                let reader = Chunks::new(stream.chunks(read_len), Then::Eof).pending_first();
+                let mut conn = FramedConn::with_budget(reader, budget.clone());
+                assert_eq!(
+                    read_to_end(&mut conn, 1 << 20, drive),
+                    (bodies.clone(), Ok(())),
+                    "reads of {read_len} bytes, {drive:?}"
+                );
+                drop(conn);
+                assert_eq!(budget.in_use(), 0, "reads of {read_len} bytes, {drive:?}");
+            }
+        }
+        assert_eq!(budget.waits(), 0);
+    }
+
+    #[test]
+    fn a_frame_the_budget_cannot_cover_waits_unallocated_until_another_gives_it_back() {
+        let big = vec![5; 60_000];
+        let stream = [frame(&big), frame(b"next")].concat();
+        let budget = FrameBudget::new(100_000);
+        let mut first =
+            FramedConn::with_budget(Chunks::new([&stream[..]], Then::Quiet), budget.clone());
+        let read = complete(first.read_frame(1 << 20)).ok().flatten();
+        assert_eq!(read.as_deref(), Some(&big[..]));
+        // The first frame's share stays taken while its body is processed.
+        assert!(budget.in_use() >= big.len());
+
+        let mut second = FramedConn::with_budget(
+            Chunks::new(
+                [&stream[..READ_CHUNK_BYTES], &stream[READ_CHUNK_BYTES..]],
+                Then::Quiet,
+            ),
+            budget.clone(),
+        );
+        for _ in 0..3 {
+            assert!(poll_once(second.read_frame(1 << 20)).is_pending());
+        }
+        assert_eq!(budget.waits(), 1, "the second frame waits, counted once");
+        assert_eq!(second.buffered_bytes(), READ_CHUNK_BYTES);
+        assert!(
+            second.read_buf.capacity() < big.len(),
+            "no room is allocated for a frame while it waits"
+        );
+
+        // The first connection reads its next frame: the big one's share
+        // goes back, and the second frame goes on.
+        let next = complete(first.read_frame(1 << 20)).ok().flatten();
+        assert_eq!(next.as_deref(), Some(&b"next"[..]));
+        let read = complete(second.read_frame(1 << 20)).ok().flatten();
+        assert_eq!(read.as_deref(), Some(&big[..]));
+        drop((first, second));
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod telemetry;
 
 pub use echo::{DEFAULT_ECHO_QUEUE_BYTES, DEFAULT_ECHO_READ_CHUNK_BYTES, Echo, EchoConfig};
 pub use error::{Error, FramedError};
-pub use framed::FramedConn;
+pub use framed::{FrameBudget, FramedConn};
 pub use server::{
     Connection, ConnectionInfo, DEFAULT_ACCEPT_BACKOFF_MAX, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_TIMEOUT, Drain, Handler, Server, ServerConfig, serve, spawn_in_current_span,
