@@ -555,7 +555,15 @@ async fn session(
                         }
                     }
                     Some(ServerKind::Reject(reject)) => {
-                        return connected_lost(format!("the gateway closed the connection: {}", reject.message));
+                        let reason = format!("the gateway closed the connection: {}", reject.message);
+                        if reject.reason() == RejectReason::IdentityInUse {
+                            // Displaced by a newer agent with this identity:
+                            // back off as after a failed connect, or the two
+                            // would take turns for ever.
+                            tracing::warn!(gateway = %builder.gateway, message = %reject.message, "another agent took this identity");
+                            return lost(reason);
+                        }
+                        return connected_lost(reason);
                     }
                     Some(ServerKind::Pong(_) | ServerKind::Welcome(_)) | None => {}
                 }

@@ -50,6 +50,18 @@ pub const DEFAULT_MAX_PUSHES: usize = 10_000;
 pub const DEFAULT_MAX_PUSH_BYTES: usize = 256 << 20;
 /// Default largest agent frame accepted, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
+/// Default most bytes of agent frames being read or processed at once,
+/// across all agent connections: 256 MiB. A frame that would pass it waits,
+/// unread and unallocated, until others are done.
+pub const DEFAULT_MAX_FRAME_BYTES_IN_FLIGHT: usize = 256 << 20;
+/// Default most agent connections that have not completed their handshake
+/// (TLS and Hello); past it the one that has waited longest is closed.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Default most exposition bodies held at once, each shared by the scrapes
+/// that joined its render; a scrape past it waits, then gets 503.
+pub const DEFAULT_MAX_SCRAPE_BODIES: usize = 8;
+/// Default most concurrent HTTP/2 streams per connection.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 8;
 /// Default time shutdown waits for connections to finish, in milliseconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 
@@ -76,6 +88,30 @@ pub const DEFAULT_STREAM_MAX_SERIES: usize = 100_000;
 /// Default most bytes (names, label texts, help texts) one stream source
 /// may hold: 64 MiB.
 pub const DEFAULT_STREAM_MAX_BYTES: usize = 64 << 20;
+
+/// What happens when an agent says Hello with the identity of a connected
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityCollision {
+    /// The connected agent keeps its identity (once it has shown it is
+    /// alive); the newcomer gets a Reject `IDENTITY_IN_USE`.
+    #[default]
+    KeepConnected,
+    /// The newcomer takes the identity; the older connection gets a Reject
+    /// `IDENTITY_IN_USE` and is closed.
+    NewestWins,
+}
+
+impl IdentityCollision {
+    /// The name used in flags and files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityCollision::KeepConnected => "keep-connected",
+            IdentityCollision::NewestWins => "newest-wins",
+        }
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -147,12 +183,22 @@ raw_config! {
     http_idle_timeout_ms: u64,
     /// Time a response write may stay blocked on a non-reading client, in milliseconds.
     http_write_timeout_ms: u64,
+    /// Most exposition bodies held at once.
+    max_scrape_bodies: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    http2_max_streams: u32,
     /// Time an agent has to complete its handshake, in milliseconds.
     handshake_timeout_ms: u64,
     /// Heartbeat interval, in milliseconds.
     heartbeat_interval_ms: u64,
     /// Largest agent frame accepted, in bytes.
     max_frame_bytes: usize,
+    /// Most bytes of agent frames in flight across all agent connections.
+    max_frame_bytes_in_flight: usize,
+    /// Most agent connections still in their handshake.
+    max_handshakes: usize,
+    /// What happens when an agent says Hello with a connected one's identity.
+    identity_collision: IdentityCollision,
     /// Most families plus series in one agent answer or push.
     max_series_per_answer: usize,
     /// Most final pushes held at once.
@@ -228,6 +274,10 @@ pub(crate) struct HttpSettings {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    /// Most exposition bodies held at once.
+    pub(crate) max_bodies: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub(crate) http2_max_streams: u32,
     /// Upper bound of a scrape's fan-out.
     pub(crate) scrape_timeout: Duration,
     /// Time kept back from the scraper's timeout.
@@ -326,6 +376,19 @@ impl Config {
                 raw.http_write_timeout_ms,
                 DEFAULT_HTTP_WRITE_TIMEOUT_MS,
             )?,
+            max_bodies: positive_usize(
+                "max_scrape_bodies",
+                raw.max_scrape_bodies.unwrap_or(DEFAULT_MAX_SCRAPE_BODIES),
+            )?,
+            http2_max_streams: match raw.http2_max_streams.unwrap_or(DEFAULT_HTTP2_MAX_STREAMS) {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        key: "http2_max_streams",
+                        message: "0 would refuse every HTTP/2 request: give at least 1".to_owned(),
+                    });
+                }
+                n => n,
+            },
             scrape_timeout: Duration::from_millis(scrape_timeout_ms),
             scrape_margin: Duration::from_millis(scrape_margin_ms),
         };

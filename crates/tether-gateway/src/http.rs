@@ -1,6 +1,5 @@
 //! The HTTP routes: Prometheus expositions, health and readiness.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tether_model::Format;
 
-use crate::sources::{Scope, ScrapeRequest};
+use crate::exposition::RenderError;
+use crate::sources::Scope;
 use crate::state::Shared;
-use crate::view::View;
 
 /// Prometheus' header with the scrape's timeout in seconds.
 pub(crate) const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
@@ -92,7 +91,9 @@ async fn metrics_proxy(State(shared): State<Arc<Shared>>, headers: HeaderMap) ->
 }
 
 /// One exposition: every source asked for its parts within the scrape's
-/// deadline, one view built from them, rendered as the scraper asked.
+/// deadline, one view built from them, rendered as the scraper asked; or
+/// the body of a render of the same round in flight (see
+/// [`crate::exposition`]).
 async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> Response {
     let negotiated = Negotiated::from_headers(headers);
     let timeout = scrape_timeout(
@@ -101,80 +102,51 @@ async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> R
         shared.config.http.scrape_margin,
     );
     let started = Instant::now();
-    let request = ScrapeRequest {
-        scope,
-        deadline: tokio::time::Instant::now() + timeout,
-    };
-    let parts = shared.sources.collect(request).await;
-    let telemetry = Arc::clone(&shared.telemetry);
-    let response = render_response(negotiated, move |out| {
-        let view = View::build(parts);
-        view.render(negotiated.format, out);
-        telemetry.record_view(&view.stats());
-    })
-    .await;
-    shared.telemetry.record_scrape_duration(started.elapsed());
-    response
-}
-
-/// Renders on a blocking thread (a large exposition takes tens of
-/// milliseconds) and compresses when the client accepts gzip.
-async fn render_response<F>(negotiated: Negotiated, render: F) -> Response
-where
-    F: FnOnce(&mut Vec<u8>) + Send + 'static,
-{
-    let rendered = tokio::task::spawn_blocking(move || {
-        let mut body = Vec::with_capacity(64 * 1024);
-        render(&mut body);
-        if negotiated.gzip {
-            gzip(&body)
-        } else {
-            Ok(body)
-        }
-    })
-    .await;
-    let body = match rendered {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot compress the exposition: {error}\n"),
-            )
-                .into_response();
-        }
-        Err(_) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rendering the exposition failed\n",
-            )
-                .into_response();
-        }
-    };
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(negotiated.format.content_type()),
-    );
-    if negotiated.gzip {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (rendered, joined) = shared
+        .expositions
+        .body(&shared, scope, negotiated, deadline)
+        .await;
+    if joined {
+        shared.telemetry.scrape_shared();
     }
+    let response = match rendered {
+        Ok(body) => {
+            let mut response = Response::new(axum::body::Body::from(body));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(negotiated.format.content_type()),
+            );
+            if negotiated.gzip {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            response
+        }
+        Err(RenderError::Busy { max_bodies }) => {
+            shared.telemetry.scrape_refused();
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{max_bodies} expositions are held for slower scrapes: retry, or raise --max-scrape-bodies\n"
+                ),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Err(RenderError::Failed(message)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
+        }
+    };
+    shared.telemetry.record_scrape(started.elapsed());
     response
-}
-
-/// Fast compression: a scrape is latency-bound, and level 1 already
-/// shrinks expositions several times over.
-fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(body)?;
-    encoder.finish()
 }
 
 /// The format and encoding a scraper asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Negotiated {
     pub(crate) format: Format,
     pub(crate) gzip: bool,

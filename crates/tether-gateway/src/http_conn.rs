@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{CloseReason, Telemetry};
 
-/// The deadlines of one connection.
+/// The deadlines and limits of one connection.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadlines {
+pub(crate) struct ConnLimits {
     /// From accept (or the end of the last request) to a request's complete
     /// headers, when the client has started sending or never sent one.
     pub(crate) header: Duration,
@@ -36,6 +36,8 @@ pub(crate) struct Deadlines {
     pub(crate) idle: Duration,
     /// A write blocked on a client that does not read.
     pub(crate) write: Duration,
+    /// Most concurrent HTTP/2 streams (requests) on the connection.
+    pub(crate) http2_max_streams: u32,
 }
 
 /// What the IO, the service and the watchdog of one connection share.
@@ -83,7 +85,7 @@ impl Activity {
     }
 
     /// When the connection should be closed if nothing changes, and why.
-    fn deadline(&self, deadlines: &Deadlines) -> Option<(Instant, CloseReason)> {
+    fn deadline(&self, deadlines: &ConnLimits) -> Option<(Instant, CloseReason)> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -217,7 +219,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
 pub(crate) async fn serve<S>(
     stream: S,
     router: axum::Router,
-    deadlines: Deadlines,
+    deadlines: ConnLimits,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), String>
@@ -243,7 +245,12 @@ where
             }
         })
     };
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Each stream may hold a response: the connection cap bounds nothing
+    // if one connection may open hundreds.
+    builder
+        .http2()
+        .max_concurrent_streams(deadlines.http2_max_streams);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let result = drive(connection, &activity, deadlines, shutdown, &telemetry).await;
     if activity.write_timed_out.load(Ordering::Acquire) {
@@ -256,7 +263,7 @@ where
 async fn drive<C>(
     connection: C,
     activity: &Activity,
-    deadlines: Deadlines,
+    deadlines: ConnLimits,
     shutdown: CancellationToken,
     telemetry: &Telemetry,
 ) -> Result<(), String>
@@ -306,10 +313,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_the_state_of_the_connection() {
-        let deadlines = Deadlines {
+        let deadlines = ConnLimits {
             header: Duration::from_secs(5),
             idle: Duration::from_secs(60),
             write: Duration::from_secs(10),
+            http2_max_streams: 8,
         };
         let activity = Arc::new(Activity::new());
         // A new connection has the header deadline.

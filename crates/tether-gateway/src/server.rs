@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::http_conn::Deadlines;
+use crate::http_conn::ConnLimits;
 use crate::sources::Sources;
 use crate::state::{SelfFamilies, Shared};
 use crate::telemetry::Telemetry;
@@ -114,10 +114,11 @@ impl Gateway {
                     tls.handshake_timeout,
                 )
             });
-            let deadlines = Deadlines {
+            let deadlines = ConnLimits {
                 header: config.http.header_timeout,
                 idle: config.http.idle_timeout,
                 write: config.http.write_timeout,
+                http2_max_streams: config.http.http2_max_streams,
             };
             let telemetry = Arc::clone(&shared.telemetry);
             let handler = move |stream: MeteredStream, conn: Connection| {
@@ -194,7 +195,7 @@ async fn serve_http(
     conn: Connection,
     router: axum::Router,
     tls: Option<(TlsAcceptor, Duration)>,
-    deadlines: Deadlines,
+    deadlines: ConnLimits,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), String> {
     let shutdown = conn.shutdown_token().clone();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tether_model::MetricFamily;
 
 use crate::config::Config;
+use crate::exposition::Expositions;
 use crate::sources::Sources;
 use crate::telemetry::Telemetry;
 
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sources: Sources,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// Renders in flight and the bound on bodies held.
+    pub(crate) expositions: Expositions,
     /// True between start-up and the beginning of shutdown.
     ready: AtomicBool,
 }
@@ -26,6 +29,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config, sources: Sources, telemetry: Arc<Telemetry>) -> Shared {
         Shared {
+            expositions: Expositions::new(config.http.max_bodies),
             config,
             sources,
             telemetry,

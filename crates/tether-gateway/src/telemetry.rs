@@ -26,13 +26,17 @@ pub(crate) enum RejectKind {
     MalformedFrame,
     HandshakeTimeout,
     TooManyConnections,
+    /// Closed before its Hello to make room for newer connections.
+    HandshakeEvicted,
     MissingIdentity,
+    /// Another connection holds the identity, and keeps it.
+    IdentityInUse,
     ProtocolViolation,
     ShuttingDown,
 }
 
 impl RejectKind {
-    const ALL: [RejectKind; 10] = [
+    const ALL: [RejectKind; 12] = [
         RejectKind::BadToken,
         RejectKind::Throttled,
         RejectKind::UnsupportedVersion,
@@ -40,7 +44,9 @@ impl RejectKind {
         RejectKind::MalformedFrame,
         RejectKind::HandshakeTimeout,
         RejectKind::TooManyConnections,
+        RejectKind::HandshakeEvicted,
         RejectKind::MissingIdentity,
+        RejectKind::IdentityInUse,
         RejectKind::ProtocolViolation,
         RejectKind::ShuttingDown,
     ];
@@ -55,9 +61,39 @@ impl RejectKind {
             RejectKind::MalformedFrame => "malformed_frame",
             RejectKind::HandshakeTimeout => "handshake_timeout",
             RejectKind::TooManyConnections => "too_many_connections",
+            RejectKind::HandshakeEvicted => "handshake_evicted",
             RejectKind::MissingIdentity => "missing_identity",
+            RejectKind::IdentityInUse => "identity_in_use",
             RejectKind::ProtocolViolation => "protocol_violation",
             RejectKind::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// How an identity collision ended; each is an `outcome` of
+/// `tether_agent_identity_collisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collision {
+    /// The connected agent answered and kept the identity; the newcomer was rejected.
+    NewcomerRejected,
+    /// The connected agent did not answer a ping: it was closed, the newcomer took its place.
+    OlderDead,
+    /// `newest-wins`: the older connection was closed.
+    OlderReplaced,
+}
+
+impl Collision {
+    const ALL: [Collision; 3] = [
+        Collision::NewcomerRejected,
+        Collision::OlderDead,
+        Collision::OlderReplaced,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Collision::NewcomerRejected => "newcomer_rejected",
+            Collision::OlderDead => "older_dead",
+            Collision::OlderReplaced => "older_replaced",
         }
     }
 }
@@ -141,13 +177,24 @@ impl<R: Copy + PartialEq> ByReason<R> {
         reasons: &[R],
         label: fn(R) -> &'static str,
     ) -> ByReason<R> {
+        ByReason::labelled(counter, name, "reason", reasons, label)
+    }
+
+    /// As [`new`](Self::new), with another label name than `reason`.
+    fn labelled(
+        counter: &impl Fn(&'static str, Vec<Label>) -> Counter,
+        name: &'static str,
+        label_name: &'static str,
+        reasons: &[R],
+        label: fn(R) -> &'static str,
+    ) -> ByReason<R> {
         ByReason {
             counters: reasons
                 .iter()
                 .map(|&reason| {
                     (
                         reason,
-                        counter(name, vec![Label::new("reason", label(reason))]),
+                        counter(name, vec![Label::new(label_name, label(reason))]),
                     )
                 })
                 .collect(),
@@ -182,6 +229,13 @@ pub(crate) struct Telemetry {
     frames_refused: ByReason<FrameRefusal>,
     pushes_dropped: ByReason<PushDrop>,
     push_bytes: Gauge,
+    collisions: ByReason<Collision>,
+    handshakes: Gauge,
+    frame_bytes_in_flight: Gauge,
+    frame_budget_waits: Counter,
+    scrapes_shared: Counter,
+    scrapes_refused: Counter,
+    bodies_held: Gauge,
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
@@ -283,9 +337,52 @@ impl Telemetry {
             "Estimated memory of the pushes held now (bounded by --max-push-bytes).",
             1,
         );
+        describe(
+            "tether_agent_identity_collisions_total",
+            Unit::Count,
+            "Agents that said Hello with the identity of a connected one, by outcome: newcomer_rejected (the connected one answered and kept it), older_dead (it did not answer a ping and was closed), older_replaced (--identity-collision newest-wins).",
+            0,
+        );
+        describe(
+            "tether_agent_handshakes",
+            Unit::Count,
+            "Agent connections in their handshake now (TLS and Hello), bounded by --max-handshakes.",
+            1,
+        );
+        describe(
+            "tether_agent_frame_bytes_in_flight",
+            Unit::Bytes,
+            "Bytes of agent frames being read or processed now, bounded by --max-frame-bytes-in-flight.",
+            1,
+        );
+        describe(
+            "tether_agent_frame_budget_waits_total",
+            Unit::Count,
+            "Agent frames that waited, unread, for room under --max-frame-bytes-in-flight.",
+            0,
+        );
+        describe(
+            "tether_scrapes_shared_total",
+            Unit::Count,
+            "Scrapes answered with a body rendered for a concurrent scrape of the same round.",
+            0,
+        );
+        describe(
+            "tether_scrapes_refused_total",
+            Unit::Count,
+            "Scrapes answered 503 because --max-scrape-bodies bodies were held until their deadline.",
+            0,
+        );
+        describe(
+            "tether_scrape_bodies_held",
+            Unit::Count,
+            "Exposition bodies held now, rendering or being written, bounded by --max-scrape-bodies.",
+            1,
+        );
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&key(name, labels), &METADATA)
         };
+        let gauge = |name: &'static str| recorder.register_gauge(&key(name, vec![]), &METADATA);
         let failure = |reason: &'static str| {
             counter(
                 "tether_agent_scrape_failures_total",
@@ -344,7 +441,55 @@ impl Telemetry {
                 &CloseReason::ALL,
                 CloseReason::as_str,
             ),
+            collisions: ByReason::labelled(
+                &counter,
+                "tether_agent_identity_collisions_total",
+                "outcome",
+                &Collision::ALL,
+                Collision::as_str,
+            ),
+            handshakes: gauge("tether_agent_handshakes"),
+            frame_bytes_in_flight: gauge("tether_agent_frame_bytes_in_flight"),
+            frame_budget_waits: counter("tether_agent_frame_budget_waits_total", vec![]),
+            scrapes_shared: counter("tether_scrapes_shared_total", vec![]),
+            scrapes_refused: counter("tether_scrapes_refused_total", vec![]),
+            bodies_held: gauge("tether_scrape_bodies_held"),
         }
+    }
+
+    /// Two agents claimed one identity.
+    pub(crate) fn identity_collision(&self, outcome: Collision) {
+        self.collisions.increment(outcome, 1);
+    }
+
+    /// The state of the agents' admission and frame budget, read when a
+    /// scrape is served.
+    pub(crate) fn set_agent_admission(&self, handshakes: usize, budget: &tether_tcp::FrameBudget) {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "counts and sizes far below 2^53"
+        )]
+        {
+            self.handshakes.set(handshakes as f64);
+            self.frame_bytes_in_flight.set(budget.in_use() as f64);
+        }
+        self.frame_budget_waits.absolute(budget.waits());
+    }
+
+    /// A scrape was answered with a body rendered for another.
+    pub(crate) fn scrape_shared(&self) {
+        self.scrapes_shared.increment(1);
+    }
+
+    /// A scrape was answered 503: no room for another body.
+    pub(crate) fn scrape_refused(&self) {
+        self.scrapes_refused.increment(1);
+    }
+
+    /// The number of bodies held changed.
+    pub(crate) fn set_bodies_held(&self, n_bodies: usize) {
+        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+        self.bodies_held.set(n_bodies as f64);
     }
 
     /// An agent turned away.
@@ -406,9 +551,9 @@ impl Telemetry {
         }
     }
 
-    /// A scrape's view was built and rendered.
+    /// A scrape's view was built and rendered (once for the scrapes that
+    /// share its body).
     pub(crate) fn record_view(&self, stats: &ViewStats) {
-        self.scrapes.increment(1);
         self.series_served.increment(stats.series);
         self.record_drops(&stats.drops);
     }
@@ -437,7 +582,8 @@ impl Telemetry {
     }
 
     /// A scrape was answered after `elapsed`.
-    pub(crate) fn record_scrape_duration(&self, elapsed: Duration) {
+    pub(crate) fn record_scrape(&self, elapsed: Duration) {
+        self.scrapes.increment(1);
         self.scrape_duration.record(elapsed.as_secs_f64());
     }
 }

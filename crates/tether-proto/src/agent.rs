@@ -350,6 +350,12 @@ pub enum RejectReason {
     /// `REJECT_REASON_PROTOCOL_VIOLATION = 9`: a message out of place, such
     /// as anything but `Hello` first, or a kind the version lacks.
     ProtocolViolation = 9,
+    /// `REJECT_REASON_IDENTITY_IN_USE = 10`: another connection holds the
+    /// agent's identity (its `job`, `instance` and other identity labels).
+    /// By default the gateway keeps the agent already connected and turns
+    /// the newcomer away; configured to let the newest win, it closes the
+    /// older connection with this reason instead.
+    IdentityInUse = 10,
 }
 
 impl RejectReason {
@@ -366,6 +372,7 @@ impl RejectReason {
             RejectReason::MissingIdentity => "REJECT_REASON_MISSING_IDENTITY",
             RejectReason::ShuttingDown => "REJECT_REASON_SHUTTING_DOWN",
             RejectReason::ProtocolViolation => "REJECT_REASON_PROTOCOL_VIOLATION",
+            RejectReason::IdentityInUse => "REJECT_REASON_IDENTITY_IN_USE",
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use tether_gateway::{Config, LogFormat, RawConfig};
+use tether_gateway::{Config, IdentityCollision, LogFormat, RawConfig};
 
 /// Exit status for a configuration that cannot run (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -117,6 +117,26 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_MAX_PUSH_BYTES", value_name = "BYTES")]
     max_push_bytes: Option<usize>,
 
+    /// Most bytes of agent frames read or processed at once, across all agents; a frame past it waits unread [default: 268435456].
+    #[arg(long, env = "TETHER_MAX_FRAME_BYTES_IN_FLIGHT", value_name = "BYTES")]
+    max_frame_bytes_in_flight: Option<usize>,
+
+    /// Most agent connections in their handshake (TLS, Hello); past it the longest waiting is closed [default: 256].
+    #[arg(long, env = "TETHER_MAX_HANDSHAKES", value_name = "N")]
+    max_handshakes: Option<usize>,
+
+    /// Who keeps an identity two agents claim: the connected agent, if it answers a ping, or the newcomer [default: keep-connected].
+    #[arg(long, env = "TETHER_IDENTITY_COLLISION", value_enum)]
+    identity_collision: Option<IdentityCollisionArg>,
+
+    /// Most exposition bodies held at once (shared by scrapes of one round); past it a scrape waits, then gets 503 [default: 8].
+    #[arg(long, env = "TETHER_MAX_SCRAPE_BODIES", value_name = "N")]
+    max_scrape_bodies: Option<usize>,
+
+    /// Most concurrent HTTP/2 streams per connection [default: 8].
+    #[arg(long, env = "TETHER_HTTP2_MAX_STREAMS", value_name = "N")]
+    http2_max_streams: Option<u32>,
+
     /// Time shutdown waits for connections to finish [default: 10000].
     #[arg(long, env = "TETHER_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -141,6 +161,12 @@ pub(crate) struct GatewayArgs {
     /// Most bytes of names, labels and help one stream source may hold [default: 67108864].
     #[arg(long, env = "TETHER_STREAM_MAX_BYTES", value_name = "BYTES")]
     stream_max_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IdentityCollisionArg {
+    KeepConnected,
+    NewestWins,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +210,14 @@ impl GatewayArgs {
             max_series_per_answer: self.max_series_per_answer,
             max_pushes: self.max_pushes,
             max_push_bytes: self.max_push_bytes,
+            max_frame_bytes_in_flight: self.max_frame_bytes_in_flight,
+            max_handshakes: self.max_handshakes,
+            identity_collision: self.identity_collision.map(|policy| match policy {
+                IdentityCollisionArg::KeepConnected => IdentityCollision::KeepConnected,
+                IdentityCollisionArg::NewestWins => IdentityCollision::NewestWins,
+            }),
+            max_scrape_bodies: self.max_scrape_bodies,
+            http2_max_streams: self.http2_max_streams,
         }
     }
 

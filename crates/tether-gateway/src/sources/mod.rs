@@ -53,7 +53,7 @@ impl Sections {
 }
 
 /// Which exposition a scrape asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Scope {
     /// `/metrics`: everything.
     All,

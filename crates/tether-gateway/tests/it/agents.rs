@@ -288,7 +288,7 @@ async fn a_silent_connection_is_rejected_at_the_handshake_deadline() {
 }
 
 #[tokio::test]
-async fn agents_past_the_cap_are_told_why_and_reconnects_replace_the_old_connection() {
+async fn agents_past_the_cap_are_told_why_and_a_dead_holder_gives_its_identity_up() {
     let config = config(RawConfig {
         max_agents: Some(1),
         ..RawConfig::loopback()
@@ -300,16 +300,78 @@ async fn agents_past_the_cap_are_told_why_and_reconnects_replace_the_old_connect
         .send(Hello::new("", [("job", "j"), ("instance", "two")]))
         .await;
     expect_reject(&mut second, RejectReason::TooManyConnections).await;
-    // The same identity again: a reconnect, which takes over.
+    // The same identity again, while the first connection answers nothing
+    // (the dead half of a reconnect): it is pinged, found silent, closed.
     let (again, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
     assert!(
-        first.recv().await.is_none(),
-        "the older connection is closed"
+        matches!(
+            first.recv().await.and_then(|m| m.kind),
+            Some(ServerKind::Ping(_))
+        ),
+        "the holder is pinged"
     );
+    expect_reject(&mut first, RejectReason::IdentityInUse).await;
     let _serving = again.serve(vec![gauge("g", &[("x", 7.0)])]);
     let families =
         parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
     assert_eq!(value_of(&families, "g", &[("instance", "one")]), Some(7.0));
+    gateway.stop().await;
+}
+
+/// `tether_agent_identity_collisions_total{outcome}` as served now.
+async fn collisions(gateway: &TestGateway, outcome: &str) -> f64 {
+    let families = parse(
+        &get(gateway.http, "/metrics/proxy", &[]).await.body,
+        Format::Text,
+    )
+    .expect("valid output");
+    value_of(
+        &families,
+        "tether_agent_identity_collisions_total",
+        &[("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_newcomer_with_a_live_agents_identity_is_rejected_and_the_agent_stays() {
+    let gateway = TestGateway::start_observed(RawConfig::loopback()).await;
+    let (first, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
+    let serving = first.serve(vec![gauge("g", &[("x", 1.0)])]);
+    for _ in 0..3 {
+        let mut newcomer = RawAgent::connect(gateway.agents).await;
+        newcomer
+            .send(Hello::new("", [("job", "j"), ("instance", "one")]))
+            .await;
+        expect_reject(&mut newcomer, RejectReason::IdentityInUse).await;
+    }
+    assert!(
+        !serving.is_finished(),
+        "the connected agent keeps its connection"
+    );
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "g", &[("instance", "one")]), Some(1.0));
+    assert_eq!(collisions(&gateway, "newcomer_rejected").await, 3.0);
+    assert_eq!(collisions(&gateway, "older_dead").await, 0.0);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn with_newest_wins_the_older_connection_is_told_and_closed() {
+    let gateway = TestGateway::start_observed(RawConfig {
+        identity_collision: Some(tether_gateway::IdentityCollision::NewestWins),
+        ..RawConfig::loopback()
+    })
+    .await;
+    let (mut first, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
+    let (second, _) = RawAgent::hello(gateway.agents, "j", "one", "").await;
+    expect_reject(&mut first, RejectReason::IdentityInUse).await;
+    let _serving = second.serve(vec![gauge("g", &[("x", 2.0)])]);
+    let families =
+        parse(&get(gateway.http, "/metrics", &[]).await.body, Format::Text).expect("valid output");
+    assert_eq!(value_of(&families, "g", &[("instance", "one")]), Some(2.0));
+    assert_eq!(collisions(&gateway, "older_replaced").await, 1.0);
     gateway.stop().await;
 }
 

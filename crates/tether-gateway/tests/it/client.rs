@@ -181,3 +181,58 @@ async fn an_agent_gives_up_after_its_retries() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_with_one_identity_do_not_take_turns() {
+    let gateway = TestGateway::start_observed(RawConfig::loopback()).await;
+    let spawn = || {
+        AgentBuilder::new(gateway.agents.to_string(), "app", "same")
+            .registry(ExporterBuilder::new().build_recorder().handle())
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .spawn()
+            .expect("agent starts")
+    };
+    let first = spawn();
+    first
+        .wait_connected(WAIT)
+        .await
+        .expect("the first connects");
+    let second = spawn();
+    // The second is turned away again and again, with back-off, while the
+    // first keeps its connection.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let families = parse(
+            &get(gateway.http, "/metrics/proxy", &[]).await.body,
+            Format::Text,
+        )
+        .expect("valid output");
+        let outcome = |outcome: &str| {
+            value_of(
+                &families,
+                "tether_agent_identity_collisions_total",
+                &[("outcome", outcome)],
+            )
+            .unwrap_or(0.0)
+        };
+        assert_eq!(
+            outcome("older_dead"),
+            0.0,
+            "the live agent was never displaced"
+        );
+        assert_eq!(outcome("older_replaced"), 0.0);
+        if outcome("newcomer_rejected") >= 3.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for rejections"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(first.state(), AgentState::Connected));
+    assert!(!matches!(second.state(), AgentState::Connected));
+    second.close().await;
+    first.close().await;
+    gateway.stop().await;
+}

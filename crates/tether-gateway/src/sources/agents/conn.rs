@@ -25,8 +25,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::AgentsSource;
-use super::registry::{Answer, Command, Identity, RegisterError};
-use crate::telemetry::{FrameRefusal, PushDrop, RejectKind};
+use super::admission::HandshakeGuard;
+use super::registry::{Answer, Command, Identity, RegisterError, Registered};
+use crate::telemetry::{Collision, FrameRefusal, PushDrop, RejectKind};
 use crate::view::{Drops, Families, Origin};
 
 /// Most identity labels an agent may declare.
@@ -85,24 +86,40 @@ async fn send<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Serves one agent connection on `stream` until it ends.
+/// Serves one agent connection on `stream` until it ends. `handshake` is
+/// its place among the connections still in their handshake, given up
+/// once the agent is registered.
 pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     shared: Arc<AgentsSource>,
     shutdown: CancellationToken,
+    handshake: HandshakeGuard,
 ) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = FramedConn::new(stream);
+    let mut conn = FramedConn::with_budget(stream, shared.budget.clone());
     let config = &shared.settings;
-    let hello = match tokio::time::timeout(
-        config.handshake_timeout,
-        read_frame(&mut conn, MAX_HELLO_FRAME_BYTES),
-    )
-    .await
-    {
+    let first_frame = tokio::select! {
+        read = tokio::time::timeout(
+            config.handshake_timeout,
+            read_frame(&mut conn, MAX_HELLO_FRAME_BYTES),
+        ) => read,
+        () = handshake.evicted().cancelled() => {
+            return reject(
+                &mut conn,
+                &shared,
+                RejectKind::HandshakeEvicted,
+                format!(
+                    "{} connections were waiting to say Hello and this one had waited longest: send Hello as soon as you connect",
+                    config.max_handshakes
+                ),
+            )
+            .await;
+        }
+    };
+    let hello = match first_frame {
         Err(_) => {
             return reject(
                 &mut conn,
@@ -194,20 +211,16 @@ where
         .await;
     }
     let close = shutdown.child_token();
-    let (guard, mut commands) =
-        match shared
-            .registry
-            .register(identity, config.max_agents, close.clone())
-        {
-            Ok(registered) => registered,
-            Err(RegisterError::Full) => {
-                return reject(&mut conn, &shared, RejectKind::TooManyConnections, format!(
-                "the gateway holds its limit of {} agents: retry later or raise --max-agents",
-                config.max_agents
-            ))
-            .await;
-            }
-        };
+    let registered = match register(&shared, identity, &close, peer).await {
+        Ok(registered) => registered,
+        Err((kind, message)) => return reject(&mut conn, &shared, kind, message).await,
+    };
+    drop(handshake);
+    let Registered {
+        guard,
+        mut commands,
+        ..
+    } = registered;
     let identity = Arc::clone(guard.identity());
     let target = Arc::clone(guard.target());
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), client = %hello.client_name, "agent connected");
@@ -226,6 +239,8 @@ where
     .await?;
 
     let mut pending: HashMap<u64, ScrapeReply> = HashMap::new();
+    // Connections claiming this agent's identity, waiting to hear it is alive.
+    let mut probes: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_scrape_id: u64 = 1;
     let mut next_nonce: u64 = 1;
     let mut last_heard = Instant::now();
@@ -245,6 +260,9 @@ where
                     Err(error) => break Err(error),
                 };
                 last_heard = Instant::now();
+                for probe in probes.drain(..) {
+                    let _ = probe.send(());
+                }
                 // Look before decoding: what was not asked for, or is over
                 // the limit, is never decoded (decoding amplifies).
                 let shape = match scan_client_message(&body) {
@@ -336,8 +354,25 @@ where
                 }
             }
             command = commands.recv() => {
-                let Some(Command::Scrape { timeout, reply }) = command else {
-                    break Ok(());
+                let (timeout, reply) = match command {
+                    Some(Command::Scrape { timeout, reply }) => (timeout, reply),
+                    Some(Command::Probe { reply }) => {
+                        probes.retain(|probe| !probe.is_closed());
+                        if probes.len() < MAX_PENDING_SCRAPES {
+                            probes.push(reply);
+                        }
+                        send(&mut conn, &ServerMessage::from(Ping { nonce: next_nonce }), dead_after).await?;
+                        next_nonce += 1;
+                        continue;
+                    }
+                    // The registry let go of this agent: it was closed
+                    // (the close branch may not have been picked yet).
+                    None => {
+                        if close.is_cancelled() {
+                            let _ = send(&mut conn, &ServerMessage::from(closing_reject(&shutdown)), dead_after).await;
+                        }
+                        break Ok(());
+                    }
                 };
                 let id = next_scrape_id;
                 next_scrape_id += 1;
@@ -363,9 +398,7 @@ where
                 next_nonce += 1;
             }
             () = close.cancelled() => {
-                if shutdown.is_cancelled() {
-                    let _ = send(&mut conn, &ServerMessage::from(Reject::new(RejectReason::ShuttingDown, "the gateway is shutting down: reconnect later")), dead_after).await;
-                }
+                let _ = send(&mut conn, &ServerMessage::from(closing_reject(&shutdown)), dead_after).await;
                 break Ok(());
             }
         }
@@ -373,6 +406,112 @@ where
     drop(guard);
     tracing::info!(%peer, job = identity.get("job").unwrap_or(""), instance = identity.get("instance").unwrap_or(""), "agent disconnected");
     result
+}
+
+/// The last frame of a connection the gateway closes: it is shutting
+/// down, or another connection took the agent's identity.
+fn closing_reject(shutdown: &CancellationToken) -> Reject {
+    if shutdown.is_cancelled() {
+        Reject::new(
+            RejectReason::ShuttingDown,
+            "the gateway is shutting down: reconnect later",
+        )
+    } else {
+        Reject::new(
+            RejectReason::IdentityInUse,
+            "another connection took this agent's identity: give each agent its own job and instance",
+        )
+    }
+}
+
+/// Registers the agent, settling an identity collision by the configured
+/// policy; on failure, the reject to send.
+///
+/// With [`KeepConnected`](crate::config::IdentityCollision::KeepConnected), the connected agent must
+/// show it is alive (answer a ping within half the handshake deadline): a
+/// connection left half-open by a network failure would otherwise keep
+/// its agent's identity, and keep the agent out, until its heartbeats run
+/// out. One that does not answer is closed, and the newcomer takes its
+/// place.
+async fn register(
+    shared: &AgentsSource,
+    identity: Identity,
+    close: &CancellationToken,
+    peer: SocketAddr,
+) -> Result<Registered, (RejectKind, String)> {
+    let config = &shared.settings;
+    let policy = config.identity_collision;
+    let mut probed = false;
+    loop {
+        match shared
+            .registry
+            .register(identity.clone(), config.max_agents, close.clone(), policy)
+        {
+            Ok(registered) => {
+                if registered.replaced {
+                    shared
+                        .telemetry
+                        .identity_collision(Collision::OlderReplaced);
+                    log_collision(
+                        shared,
+                        &identity,
+                        peer,
+                        "the newest connection took the identity",
+                    );
+                }
+                return Ok(registered);
+            }
+            Err(RegisterError::Full) => {
+                return Err((
+                    RejectKind::TooManyConnections,
+                    format!(
+                        "the gateway holds its limit of {} agents: retry later or raise --max-agents",
+                        config.max_agents
+                    ),
+                ));
+            }
+            Err(RegisterError::InUse { holder }) => {
+                if !probed {
+                    probed = true;
+                    if !holder.probe(config.handshake_timeout / 2).await {
+                        shared.registry.close(&holder);
+                        shared.telemetry.identity_collision(Collision::OlderDead);
+                        log_collision(
+                            shared,
+                            &identity,
+                            peer,
+                            "the connected agent did not answer a ping and was closed",
+                        );
+                        continue;
+                    }
+                }
+                shared
+                    .telemetry
+                    .identity_collision(Collision::NewcomerRejected);
+                log_collision(shared, &identity, peer, "the connected agent keeps it");
+                return Err((
+                    RejectKind::IdentityInUse,
+                    format!(
+                        "an agent with the identity {} is connected: give each agent its own job and instance (or run the gateway with --identity-collision newest-wins)",
+                        render(&identity)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Logs an identity collision at warn, at most once per identity per
+/// interval.
+fn log_collision(shared: &AgentsSource, identity: &Identity, peer: SocketAddr, outcome: &str) {
+    if shared.collisions.should_log(identity, Instant::now()) {
+        tracing::warn!(%peer, identity = %render(identity), policy = shared.settings.identity_collision.as_str(), outcome, "two agents claim one identity");
+    }
+}
+
+/// `job="app",instance="a:1"`.
+fn render(identity: &Identity) -> String {
+    super::render_identity(identity.target_labels().labels())
 }
 
 /// Sends a Reject, counts it, and ends the connection with its reason.
@@ -386,9 +525,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     shared.telemetry.reject(kind);
-    if matches!(kind, RejectKind::BadToken | RejectKind::Throttled) {
-        // A brute force must not flood the log: at warn at most once per
-        // interval, with the count of those not logged.
+    if matches!(
+        kind,
+        RejectKind::BadToken
+            | RejectKind::Throttled
+            | RejectKind::HandshakeTimeout
+            | RejectKind::HandshakeEvicted
+            | RejectKind::TooManyConnections
+    ) {
+        // A brute force or a flood of sockets must not flood the log: at
+        // warn at most once per interval, with the count of those not
+        // logged.
         if let Some(suppressed) = shared.auth.should_log(Instant::now()) {
             tracing::warn!(reason = kind.as_str(), %message, suppressed, "agent rejected");
         }
@@ -409,7 +556,10 @@ fn reason_of(kind: RejectKind) -> RejectReason {
         RejectKind::FrameTooLarge => RejectReason::FrameTooLarge,
         RejectKind::MalformedFrame => RejectReason::MalformedFrame,
         RejectKind::HandshakeTimeout => RejectReason::HandshakeTimeout,
-        RejectKind::TooManyConnections => RejectReason::TooManyConnections,
+        RejectKind::TooManyConnections | RejectKind::HandshakeEvicted => {
+            RejectReason::TooManyConnections
+        }
+        RejectKind::IdentityInUse => RejectReason::IdentityInUse,
         RejectKind::MissingIdentity => RejectReason::MissingIdentity,
         RejectKind::ProtocolViolation => RejectReason::ProtocolViolation,
         RejectKind::ShuttingDown => RejectReason::ShuttingDown,

@@ -7,6 +7,7 @@
 //! answer to a scrape, in which it decides, per agent, whether the live
 //! answer or the push is served.
 
+mod admission;
 mod auth;
 mod conn;
 pub(crate) mod registry;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tether_tcp::{Connection, ListenerMetrics, MeteredStream, Server, ServerConfig};
+use tether_tcp::{Connection, FrameBudget, ListenerMetrics, MeteredStream, Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{
     DEFAULT_AGENT_LISTEN, DEFAULT_FINAL_PUSH_TTL_SECS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
     DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_AGENTS, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_MAX_PUSH_BYTES, DEFAULT_MAX_PUSHES, DEFAULT_MAX_SERIES_PER_ANSWER, RawConfig, millis,
+    DEFAULT_MAX_FRAME_BYTES_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_PUSH_BYTES,
+    DEFAULT_MAX_PUSHES, DEFAULT_MAX_SERIES_PER_ANSWER, IdentityCollision, RawConfig, millis,
     parse_addr, positive_usize,
 };
 use crate::error::{ConfigError, Error};
@@ -57,6 +59,12 @@ pub(crate) struct AgentSettings {
     pub(crate) max_series_per_answer: usize,
     /// How much pushed data is held at most.
     pub(crate) push_limits: registry::PushLimits,
+    /// Bytes of frames in flight across all agent connections.
+    pub(crate) max_frame_bytes_in_flight: usize,
+    /// Most connections still in their handshake.
+    pub(crate) max_handshakes: usize,
+    /// Who keeps an identity two agents claim.
+    pub(crate) identity_collision: IdentityCollision,
 }
 
 impl AgentSettings {
@@ -101,7 +109,24 @@ impl AgentSettings {
                 message: format!("{max_frame_bytes} is outside 1024 to 1073741824 bytes"),
             });
         }
+        let max_frame_bytes_in_flight = raw
+            .max_frame_bytes_in_flight
+            .unwrap_or(DEFAULT_MAX_FRAME_BYTES_IN_FLIGHT);
+        if max_frame_bytes_in_flight < max_frame_bytes {
+            return Err(ConfigError::Invalid {
+                key: "max_frame_bytes_in_flight",
+                message: format!(
+                    "{max_frame_bytes_in_flight} is below max_frame_bytes ({max_frame_bytes}): one frame of the largest size must fit"
+                ),
+            });
+        }
         Ok(AgentSettings {
+            max_frame_bytes_in_flight,
+            max_handshakes: positive_usize(
+                "max_handshakes",
+                raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+            )?,
+            identity_collision: raw.identity_collision.unwrap_or_default(),
             listen,
             tokens,
             max_agents: positive_usize("max_agents", raw.max_agents.unwrap_or(DEFAULT_MAX_AGENTS))?,
@@ -155,6 +180,12 @@ pub(crate) struct AgentsSource {
     pub(crate) telemetry: Arc<Telemetry>,
     /// Bad tokens throttled per peer address.
     pub(crate) auth: auth::AuthThrottle,
+    /// Bytes of frames in flight across every agent connection.
+    pub(crate) budget: FrameBudget,
+    /// Connections still in their handshake.
+    handshakes: Arc<admission::Handshakes>,
+    /// When each identity collision was last logged.
+    pub(crate) collisions: admission::CollisionLog,
     /// The listener, taken once by [`Source::run`]; a mutex only because
     /// `run` gets `Arc<Self>`, and it is locked once.
     listener: Mutex<Option<Listener>>,
@@ -192,6 +223,9 @@ impl AgentsSource {
             registry,
             telemetry,
             auth: auth::AuthThrottle::default(),
+            budget: FrameBudget::new(settings.max_frame_bytes_in_flight),
+            handshakes: admission::Handshakes::new(settings.max_handshakes),
+            collisions: admission::CollisionLog::default(),
             listener: Mutex::new(Some(Listener {
                 socket,
                 tls: tls.map(|(config, timeout)| (TlsAcceptor::from(config), timeout)),
@@ -216,6 +250,7 @@ impl AgentsSource {
             shutdown_timeout,
         } = listener;
         let max_agents = self.settings.max_agents;
+        let max_handshakes = self.settings.max_handshakes;
         let source = Arc::clone(&self);
         let handler = move |stream: MeteredStream, conn: Connection| {
             let source = Arc::clone(&source);
@@ -225,9 +260,13 @@ impl AgentsSource {
         let server = Server::new(
             metrics,
             ServerConfig {
-                // Room above the agent cap, so that agents past it are
-                // accepted and told why they are turned away.
-                max_connections: max_agents.saturating_add(max_agents / 10 + 16),
+                // Room for every agent and every handshake, and a little
+                // more, so that accept never stops while the handshake pool
+                // can make room by evicting: a newcomer is accepted, joins
+                // the pool and is told why if it is turned away.
+                max_connections: max_agents
+                    .saturating_add(max_handshakes)
+                    .saturating_add(ACCEPT_HEADROOM),
                 shutdown_timeout,
                 ..ServerConfig::default()
             },
@@ -248,7 +287,13 @@ impl AgentsSource {
     }
 }
 
-/// Serves one agent connection, TLS first when configured.
+/// Connections the agent listener accepts beyond its agents and its
+/// handshakes, while evicted handshakes close.
+const ACCEPT_HEADROOM: usize = 64;
+
+/// Serves one agent connection, TLS first when configured. The connection
+/// joins the handshake pool at once, so that the TLS handshake too counts
+/// against it.
 async fn serve_agent(
     stream: MeteredStream,
     conn: Connection,
@@ -257,11 +302,19 @@ async fn serve_agent(
 ) -> Result<(), String> {
     let peer = conn.info().peer;
     let shutdown = conn.shutdown_token().clone();
+    let handshake = source.handshakes.admit();
     let result = match tls {
-        None => conn::serve(stream, peer, source, shutdown).await,
+        None => conn::serve(stream, peer, source, shutdown, handshake).await,
         Some((acceptor, timeout)) => {
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => conn::serve(stream, peer, source, shutdown).await,
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(timeout, acceptor.accept(stream)) => accepted,
+                () = handshake.evicted().cancelled() => {
+                    source.telemetry.reject(crate::telemetry::RejectKind::HandshakeEvicted);
+                    return Err("closed during its TLS handshake to make room for newer connections".to_owned());
+                }
+            };
+            match accepted {
+                Ok(Ok(stream)) => conn::serve(stream, peer, source, shutdown, handshake).await,
                 Ok(Err(error)) => return Err(format!("TLS handshake: {error}")),
                 Err(_) => return Err("TLS handshake timed out".to_owned()),
             }
@@ -330,6 +383,8 @@ impl Source for AgentsSource {
         Box::pin(async move {
             self.telemetry
                 .set_agents_connected(self.registry.n_agents());
+            self.telemetry
+                .set_agent_admission(self.handshakes.len(), &self.budget);
             if request.scope == Scope::Gateway {
                 self.telemetry.set_pushes_held(self.registry.n_pushes());
                 return Vec::new();

@@ -15,6 +15,7 @@ use tether_model::{Label, TargetLabels};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::IdentityCollision;
 use crate::view::Families;
 
 /// Capacity of an agent's command queue. A scrape that finds it full
@@ -81,11 +82,19 @@ pub(crate) enum Command {
         /// Where the families go.
         reply: oneshot::Sender<Result<Answer, String>>,
     },
+    /// Show the agent is alive: ping it, and answer on `reply` as soon as
+    /// anything is heard from it.
+    Probe {
+        /// Told when the agent is heard from.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A registered agent as scrapes see it.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentHandle {
+    /// The registration's number.
+    id: u64,
     /// The agent's identity.
     pub(crate) identity: Arc<Identity>,
     /// The identity rendered once for every scrape.
@@ -106,6 +115,16 @@ pub(crate) enum ScrapeFailure {
 }
 
 impl AgentHandle {
+    /// Whether the agent shows it is alive (answers a ping, or sends
+    /// anything) within `timeout`.
+    pub(crate) async fn probe(&self, timeout: Duration) -> bool {
+        let (reply, heard) = oneshot::channel();
+        if self.commands.try_send(Command::Probe { reply }).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, heard).await, Ok(Ok(())))
+    }
+
     /// Asks the agent for its families and waits at most `timeout`.
     pub(crate) async fn scrape(&self, timeout: Duration) -> Result<Answer, ScrapeFailure> {
         let (reply, answer) = oneshot::channel();
@@ -212,10 +231,24 @@ pub(crate) struct Registry {
 }
 
 /// Why an agent could not register.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum RegisterError {
     /// The registry holds `max_agents` already.
     Full,
+    /// Another connection holds the identity, and the policy keeps it.
+    InUse {
+        /// The connection holding it.
+        holder: AgentHandle,
+    },
+}
+
+/// A registered agent: the guard that unregisters it, its command queue,
+/// and whether it took its identity from an older connection.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    pub(crate) guard: AgentGuard,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) replaced: bool,
 }
 
 impl Registry {
@@ -232,31 +265,43 @@ impl Registry {
         self.next_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Registers an agent; an agent already connected with the same
-    /// identity is told to close, as it is most likely the dead half of a
-    /// reconnect. Returns the handle, the guard that unregisters on drop,
-    /// and the command queue's receiving end.
+    /// Registers an agent. When a connected agent has the same identity,
+    /// `policy` decides: [`IdentityCollision::KeepConnected`] leaves it
+    /// and answers [`RegisterError::InUse`] with its handle (the caller
+    /// may probe it and [`close`](Self::close) it when it is dead);
+    /// [`IdentityCollision::NewestWins`] tells it to close and registers
+    /// the newcomer.
     pub(crate) fn register(
         self: &Arc<Self>,
         identity: Identity,
         max_agents: usize,
         close: CancellationToken,
-    ) -> Result<(AgentGuard, mpsc::Receiver<Command>), RegisterError> {
+        policy: IdentityCollision,
+    ) -> Result<Registered, RegisterError> {
         let identity = Arc::new(identity);
         let (commands, receiver) = mpsc::channel(AGENT_COMMAND_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handle = AgentHandle {
+            id,
             target: Arc::new(identity.target_labels()),
             identity: Arc::clone(&identity),
             commands,
         };
         let handle_for_entry = handle.clone();
         let mut state = self.state.lock();
-        let replaced = state.by_identity.get(&identity).copied();
-        if replaced.is_none() && state.agents.len() >= max_agents {
+        let holder = state.by_identity.get(&identity).copied();
+        if holder.is_none() && state.agents.len() >= max_agents {
             return Err(RegisterError::Full);
         }
-        if let Some(old) = replaced.and_then(|old| state.agents.remove(&old)) {
+        if let Some(holder) = holder.and_then(|old| state.agents.get(&old))
+            && policy == IdentityCollision::KeepConnected
+        {
+            return Err(RegisterError::InUse {
+                holder: holder.handle.clone(),
+            });
+        }
+        let replaced = holder.and_then(|old| state.agents.remove(&old));
+        if let Some(old) = &replaced {
             old.close.cancel();
         }
         state.by_identity.insert(Arc::clone(&identity), id);
@@ -270,15 +315,31 @@ impl Registry {
             },
         );
         let target = Arc::clone(&handle.target);
-        Ok((
-            AgentGuard {
+        Ok(Registered {
+            guard: AgentGuard {
                 registry: Arc::clone(self),
                 id,
                 identity,
                 target,
             },
-            receiver,
-        ))
+            commands: receiver,
+            replaced: replaced.is_some(),
+        })
+    }
+
+    /// Closes the connection of `holder` if it is still registered: it
+    /// did not show it is alive when another connection claimed its
+    /// identity. Answers whether it was.
+    pub(crate) fn close(&self, holder: &AgentHandle) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = state.agents.remove(&holder.id) else {
+            return false;
+        };
+        if state.by_identity.get(&holder.identity) == Some(&holder.id) {
+            state.by_identity.remove(&holder.identity);
+        }
+        entry.close.cancel();
+        true
     }
 
     /// The connected agents, in identity order.
@@ -439,16 +500,27 @@ mod tests {
         assert_eq!(id.get("instance"), Some("i"));
     }
 
+    /// Registers `identity` with a fresh close token, as a connection would.
+    fn join(
+        registry: &Arc<Registry>,
+        identity: Identity,
+        max_agents: usize,
+        policy: IdentityCollision,
+    ) -> Result<(Registered, CancellationToken), RegisterError> {
+        let close = CancellationToken::new();
+        registry
+            .register(identity, max_agents, close.clone(), policy)
+            .map(|registered| (registered, close))
+    }
+
     #[test]
-    fn a_reconnect_replaces_the_old_connection_and_guards_unregister() {
+    fn with_newest_wins_a_reconnect_replaces_the_old_connection_and_guards_unregister() {
         let registry = Arc::new(Registry::default());
-        let first_close = CancellationToken::new();
-        let (first, _rx1) = registry
-            .register(identity("a", "1"), 10, first_close.clone())
-            .expect("room");
-        let (second, _rx2) = registry
-            .register(identity("a", "1"), 10, CancellationToken::new())
-            .expect("replaces");
+        let newest = IdentityCollision::NewestWins;
+        let (first, first_close) = join(&registry, identity("a", "1"), 10, newest).expect("room");
+        assert!(!first.replaced);
+        let (second, _) = join(&registry, identity("a", "1"), 10, newest).expect("replaces");
+        assert!(second.replaced);
         assert!(
             first_close.is_cancelled(),
             "the older connection is told to close"
@@ -462,21 +534,38 @@ mod tests {
     }
 
     #[test]
+    fn by_default_the_connected_agent_keeps_its_identity_until_it_is_closed() {
+        let registry = Arc::new(Registry::default());
+        let keep = IdentityCollision::KeepConnected;
+        let (first, first_close) = join(&registry, identity("a", "1"), 10, keep).expect("room");
+        let Err(RegisterError::InUse { holder }) = join(&registry, identity("a", "1"), 10, keep)
+        else {
+            panic!("the newcomer is turned away");
+        };
+        assert!(!first_close.is_cancelled());
+        assert_eq!(registry.n_agents(), 1);
+        // Found dead: closed, and the identity is free.
+        assert!(registry.close(&holder));
+        assert!(first_close.is_cancelled());
+        assert!(!registry.close(&holder), "closed once");
+        let (second, _) = join(&registry, identity("a", "1"), 10, keep).expect("free now");
+        drop(first);
+        assert_eq!(registry.n_agents(), 1, "the old guard leaves the new agent");
+        drop(second);
+        assert_eq!(registry.n_agents(), 0);
+    }
+
+    #[test]
     fn the_cap_counts_distinct_identities() {
         let registry = Arc::new(Registry::default());
-        let (_a, _ra) = registry
-            .register(identity("a", "1"), 1, CancellationToken::new())
-            .expect("room");
-        assert_eq!(
-            registry
-                .register(identity("a", "2"), 1, CancellationToken::new())
-                .map(|_| ()),
+        let newest = IdentityCollision::NewestWins;
+        let _a = join(&registry, identity("a", "1"), 1, newest).expect("room");
+        assert!(matches!(
+            join(&registry, identity("a", "2"), 1, newest),
             Err(RegisterError::Full)
-        );
+        ));
         assert!(
-            registry
-                .register(identity("a", "1"), 1, CancellationToken::new())
-                .is_ok(),
+            join(&registry, identity("a", "1"), 1, newest).is_ok(),
             "a reconnect fits"
         );
     }
@@ -494,8 +583,17 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert!(!held[0].connected);
         // A reconnect supersedes the push.
-        let (guard, _rx) = registry
-            .register((*id).clone(), 10, CancellationToken::new())
+        let Registered {
+            guard,
+            commands: _rx,
+            ..
+        } = registry
+            .register(
+                (*id).clone(),
+                10,
+                CancellationToken::new(),
+                IdentityCollision::KeepConnected,
+            )
             .expect("room");
         assert_eq!(registry.pushes(now).len(), 0);
         registry

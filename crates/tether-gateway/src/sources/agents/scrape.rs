@@ -179,7 +179,8 @@ fn start_round(agents: Vec<AgentHandle>, started_seq: u64, deadline: Instant) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::agents::registry::{Command, Identity};
+    use crate::config::IdentityCollision;
+    use crate::sources::agents::registry::{Command, Identity, Registered};
     use crate::view::Families;
     use tether_model::Label;
     use tokio_util::sync::CancellationToken;
@@ -188,8 +189,17 @@ mod tests {
     async fn scrapes_arriving_together_share_one_round() {
         let registry = Arc::new(Registry::default());
         let identity = Identity::new(vec![Label::new("job", "j"), Label::new("instance", "i")]);
-        let (_guard, mut commands) = registry
-            .register(identity, 10, CancellationToken::new())
+        let Registered {
+            guard: _guard,
+            mut commands,
+            ..
+        } = registry
+            .register(
+                identity,
+                10,
+                CancellationToken::new(),
+                IdentityCollision::KeepConnected,
+            )
             .expect("room for one agent");
         let scraper = Scraper::new(Arc::clone(&registry));
         let agent = async {

@@ -7,8 +7,9 @@ use tether_model::{Format, Label, MetricFamily, MetricType, Series, Value, parse
 use tokio_util::sync::CancellationToken;
 
 use super::choose_parts;
-use super::registry::{Answer, Command, Identity, Registry};
+use super::registry::{Answer, Command, Identity, Registered, Registry};
 use super::scrape::Scraper;
+use crate::config::IdentityCollision;
 use crate::view::{Drops, Families, Origin, View};
 
 fn identity(instance: &str) -> Identity {
@@ -58,11 +59,29 @@ fn rows_of(parts: Vec<crate::sources::Part>) -> Vec<(String, f64)> {
 #[tokio::test]
 async fn an_agent_that_answered_then_pushed_and_left_during_the_round_is_served_once() {
     let registry = Arc::new(Registry::default());
-    let (guard_a, mut commands_a) = registry
-        .register(identity("a"), 10, CancellationToken::new())
+    let Registered {
+        guard: guard_a,
+        commands: mut commands_a,
+        ..
+    } = registry
+        .register(
+            identity("a"),
+            10,
+            CancellationToken::new(),
+            IdentityCollision::KeepConnected,
+        )
         .expect("room");
-    let (_guard_b, mut commands_b) = registry
-        .register(identity("b"), 10, CancellationToken::new())
+    let Registered {
+        guard: _guard_b,
+        commands: mut commands_b,
+        ..
+    } = registry
+        .register(
+            identity("b"),
+            10,
+            CancellationToken::new(),
+            IdentityCollision::KeepConnected,
+        )
         .expect("room");
     let scraper = Scraper::new(Arc::clone(&registry));
     let agents = {
@@ -112,8 +131,17 @@ async fn an_agent_that_answered_then_pushed_and_left_during_the_round_is_served_
 #[tokio::test]
 async fn a_live_answer_newer_than_the_push_wins_and_old_pushes_of_connected_agents_stay_out() {
     let registry = Arc::new(Registry::default());
-    let (guard, mut commands) = registry
-        .register(identity("a"), 10, CancellationToken::new())
+    let Registered {
+        guard,
+        mut commands,
+        ..
+    } = registry
+        .register(
+            identity("a"),
+            10,
+            CancellationToken::new(),
+            IdentityCollision::KeepConnected,
+        )
         .expect("room");
     let target = Arc::clone(guard.target());
     // A non-final push before the round.
