@@ -9,6 +9,9 @@
 //! the bound is held waits for a permit until its deadline, then gets 503
 //! with `Retry-After`, so that neither many scrapers nor one HTTP/2
 //! connection with many streams can make the gateway hold more bodies.
+//! Each exposition path has a bound of its own, so that scrapers holding
+//! `/metrics` never keep the gateway's own `/metrics/proxy` from its
+//! monitoring.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -72,10 +75,37 @@ impl std::fmt::Debug for InFlight {
 /// Renders in flight and the bound on bodies held.
 #[derive(Debug)]
 pub(crate) struct Expositions {
-    max_bodies: usize,
-    permits: Arc<Semaphore>,
+    pools: Arc<Pools>,
+    telemetry: Arc<Telemetry>,
     /// Held only to clone or replace a shared future, never across an await.
     in_flight: Mutex<HashMap<Key, InFlight>>,
+}
+
+/// The permits of bodies held, one bound per exposition path.
+#[derive(Debug)]
+struct Pools {
+    max_bodies: usize,
+    all: Arc<Semaphore>,
+    connected: Arc<Semaphore>,
+    gateway: Arc<Semaphore>,
+}
+
+impl Pools {
+    fn of(&self, scope: Scope) -> &Arc<Semaphore> {
+        match scope {
+            Scope::All => &self.all,
+            Scope::Connected => &self.connected,
+            Scope::Gateway => &self.gateway,
+        }
+    }
+
+    /// Bodies held now, on every path.
+    fn held(&self) -> usize {
+        [&self.all, &self.connected, &self.gateway]
+            .iter()
+            .map(|pool| self.max_bodies.saturating_sub(pool.available_permits()))
+            .sum()
+    }
 }
 
 /// A body's bytes and its permit: they go together, when the last `Bytes`
@@ -83,8 +113,7 @@ pub(crate) struct Expositions {
 struct Body {
     bytes: Vec<u8>,
     permit: Option<OwnedSemaphorePermit>,
-    permits: Arc<Semaphore>,
-    max_bodies: usize,
+    pools: Arc<Pools>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -97,28 +126,30 @@ impl AsRef<[u8]> for Body {
 impl Drop for Body {
     fn drop(&mut self) {
         drop(self.permit.take());
-        self.telemetry
-            .set_bodies_held(held(self.max_bodies, &self.permits));
+        self.telemetry.set_bodies_held(self.pools.held());
     }
 }
 
-fn held(max_bodies: usize, permits: &Semaphore) -> usize {
-    max_bodies.saturating_sub(permits.available_permits())
-}
-
 impl Expositions {
-    /// At most `max_bodies` bodies held at once.
-    pub(crate) fn new(max_bodies: usize) -> Expositions {
+    /// At most `max_bodies` bodies held at once on each exposition path.
+    pub(crate) fn new(max_bodies: usize, telemetry: Arc<Telemetry>) -> Expositions {
+        let pool = || Arc::new(Semaphore::new(max_bodies));
         Expositions {
-            max_bodies,
-            permits: Arc::new(Semaphore::new(max_bodies)),
+            pools: Arc::new(Pools {
+                max_bodies,
+                all: pool(),
+                connected: pool(),
+                gateway: pool(),
+            }),
+            telemetry,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
 
     /// The body of the exposition `scope` as `negotiated`, ready by
     /// `deadline`: shared with a render in flight that ends in time, or
-    /// rendered anew. Answers whether it was shared.
+    /// rendered anew (every source asked, one view built and rendered on a
+    /// blocking thread). Answers whether it was shared.
     pub(crate) async fn body(
         &self,
         state: &Arc<GatewayState>,
@@ -126,6 +157,26 @@ impl Expositions {
         negotiated: Negotiated,
         deadline: Instant,
     ) -> (Rendered, bool) {
+        let state = Arc::clone(state);
+        self.join_or_render(scope, negotiated, deadline, move || {
+            render(state, scope, negotiated, deadline)
+        })
+        .await
+    }
+
+    /// Joins the render in flight for `scope` and `negotiated` that ends by
+    /// `deadline`, or starts `render` within the bound of bodies.
+    async fn join_or_render<F, R>(
+        &self,
+        scope: Scope,
+        negotiated: Negotiated,
+        deadline: Instant,
+        render: F,
+    ) -> (Rendered, bool)
+    where
+        F: FnOnce() -> R,
+        R: Future<Output = Result<Vec<u8>, RenderError>> + Send + 'static,
+    {
         let key = Key { scope, negotiated };
         let (render, shared) = {
             let mut in_flight = self.in_flight.lock();
@@ -137,10 +188,8 @@ impl Expositions {
             match joinable {
                 Some(render) => (render, true),
                 None => {
-                    let render: SharedRender = self
-                        .render(state, scope, negotiated, deadline)
-                        .boxed()
-                        .shared();
+                    let render: SharedRender =
+                        self.bounded(scope, deadline, render()).boxed().shared();
                     if let Some(weak) = render.downgrade() {
                         in_flight.insert(
                             key,
@@ -157,67 +206,78 @@ impl Expositions {
         (render.await, shared)
     }
 
-    /// A render: a permit first (waiting until `deadline`), then every
-    /// source asked, one view built and rendered on a blocking thread.
-    fn render(
+    /// `render` once a permit of `scope`'s bound is free (waiting until
+    /// `deadline`), its bytes holding the permit.
+    fn bounded<R>(
         &self,
-        state: &Arc<GatewayState>,
         scope: Scope,
-        negotiated: Negotiated,
         deadline: Instant,
-    ) -> impl Future<Output = Rendered> + Send + 'static {
-        let permits = Arc::clone(&self.permits);
-        let max_bodies = self.max_bodies;
-        let state = Arc::clone(state);
-        let telemetry = Arc::clone(&state.telemetry);
+        render: R,
+    ) -> impl Future<Output = Rendered> + Send + 'static
+    where
+        R: Future<Output = Result<Vec<u8>, RenderError>> + Send + 'static,
+    {
+        let pools = Arc::clone(&self.pools);
+        let telemetry = Arc::clone(&self.telemetry);
         async move {
-            let permit =
-                match tokio::time::timeout_at(deadline, Arc::clone(&permits).acquire_owned()).await
-                {
-                    Ok(Ok(permit)) => permit,
-                    // The semaphore is never closed; a timeout is the bound.
-                    Ok(Err(_)) | Err(_) => return Err(RenderError::Busy { max_bodies }),
-                };
-            telemetry.set_bodies_held(held(max_bodies, &permits));
-            let parts = state
-                .sources
-                .collect(ScrapeRequest { scope, deadline })
-                .await;
-            drop(state);
-            let view_telemetry = Arc::clone(&telemetry);
-            let rendered = tokio::task::spawn_blocking(move || {
-                let view = View::build(parts);
-                let mut body = Vec::with_capacity(64 * 1024);
-                view.render(negotiated.format, &mut body);
-                view_telemetry.record_view(&view.stats());
-                if negotiated.gzip {
-                    gzip(&body)
-                } else {
-                    Ok(body)
-                }
-            })
-            .await;
-            let bytes = match rendered {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(error)) => {
-                    return Err(RenderError::Failed(format!(
-                        "cannot compress the exposition: {error}"
-                    )));
-                }
-                Err(_) => {
-                    return Err(RenderError::Failed(
-                        "rendering the exposition failed".to_owned(),
-                    ));
+            let pool = Arc::clone(pools.of(scope));
+            let permit = match tokio::time::timeout_at(deadline, pool.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; a timeout is the bound.
+                Ok(Err(_)) | Err(_) => {
+                    return Err(RenderError::Busy {
+                        max_bodies: pools.max_bodies,
+                    });
                 }
             };
-            Ok(Bytes::from_owner(Body {
-                bytes,
+            telemetry.set_bodies_held(pools.held());
+            // Dropped on an error, the permit goes back at once.
+            let mut body = Body {
+                bytes: Vec::new(),
                 permit: Some(permit),
-                permits,
-                max_bodies,
+                pools,
                 telemetry,
-            }))
+            };
+            body.bytes = render.await?;
+            Ok(Bytes::from_owner(body))
         }
+    }
+}
+
+/// Every source asked for its parts by `deadline`, one view built and
+/// rendered on a blocking thread, compressed if asked.
+async fn render(
+    state: Arc<GatewayState>,
+    scope: Scope,
+    negotiated: Negotiated,
+    deadline: Instant,
+) -> Result<Vec<u8>, RenderError> {
+    let parts = state
+        .sources
+        .collect(ScrapeRequest { scope, deadline })
+        .await;
+    let telemetry = Arc::clone(&state.telemetry);
+    drop(state);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let view = View::build(parts);
+        let mut body = Vec::with_capacity(64 * 1024);
+        view.render(negotiated.format, &mut body);
+        telemetry.record_view(&view.stats());
+        if negotiated.gzip {
+            gzip(&body)
+        } else {
+            Ok(body)
+        }
+    })
+    .await;
+    match rendered {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => Err(RenderError::Failed(format!(
+            "cannot compress the exposition: {error}"
+        ))),
+        Err(_) => Err(RenderError::Failed(
+            "rendering the exposition failed".to_owned(),
+        )),
     }
 }
 
@@ -230,4 +290,117 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     );
     encoder.write_all(body)?;
     encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tether_model::Format;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn expositions(max_bodies: usize) -> Expositions {
+        Expositions::new(max_bodies, Arc::new(Telemetry::new(&metrics::NoopRecorder)))
+    }
+
+    const TEXT: Negotiated = Negotiated {
+        format: Format::Text,
+        gzip: false,
+    };
+    const GZIP: Negotiated = Negotiated {
+        format: Format::Text,
+        gzip: true,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn scrapes_arriving_during_a_render_share_its_body() {
+        let expositions = expositions(8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (release, released) = oneshot::channel::<()>();
+        let first = expositions.join_or_render(Scope::All, TEXT, deadline, || async move {
+            let _ = released.await;
+            Ok(b"body".to_vec())
+        });
+        let joined = |deadline| {
+            expositions.join_or_render(Scope::All, TEXT, deadline, || async {
+                panic!("a scrape that joins renders nothing")
+            })
+        };
+        let later = deadline + Duration::from_secs(1);
+        let (first, second, third, ()) =
+            tokio::join!(first, joined(later), joined(deadline), async {
+                let _ = release.send(());
+            });
+        let (first, shared_first) = (first.0.expect("a body"), first.1);
+        let (second, shared_second) = (second.0.expect("a body"), second.1);
+        let (third, shared_third) = (third.0.expect("a body"), third.1);
+        assert!(!shared_first && shared_second && shared_third);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one body, not copies");
+        assert_eq!(first.as_ptr(), third.as_ptr());
+        // Finished, it is not joined: the next scrape renders anew.
+        let (next, shared) = expositions
+            .join_or_render(Scope::All, TEXT, later, || async { Ok(b"next".to_vec()) })
+            .await;
+        assert!(!shared);
+        assert_eq!(next.as_deref(), Ok(&b"next"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scrape_past_the_bound_waits_for_a_body_to_go_then_gives_up_at_its_deadline() {
+        let expositions = expositions(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (held, _) = expositions
+            .join_or_render(Scope::All, TEXT, deadline, || async {
+                Ok(b"held".to_vec())
+            })
+            .await;
+        let held = held.expect("a body");
+        // Another encoding does not join; the bound is full.
+        let (refused, _) = expositions
+            .join_or_render(Scope::All, GZIP, deadline, || async {
+                Ok(b"gzip".to_vec())
+            })
+            .await;
+        assert_eq!(refused, Err(RenderError::Busy { max_bodies: 1 }));
+        // Another path has a bound of its own.
+        let (proxy, _) = expositions
+            .join_or_render(Scope::Gateway, TEXT, deadline, || async {
+                Ok(b"own".to_vec())
+            })
+            .await;
+        assert!(proxy.is_ok());
+        // The held body goes while a scrape waits: the scrape goes on.
+        let waiting = expositions.join_or_render(
+            Scope::All,
+            GZIP,
+            Instant::now() + Duration::from_secs(10),
+            || async { Ok(b"after".to_vec()) },
+        );
+        let (after, ()) = tokio::join!(waiting, async move {
+            // `join!` polls the waiting scrape first.
+            tokio::task::yield_now().await;
+            drop(held);
+        });
+        assert_eq!(after.0.as_deref(), Ok(&b"after"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_render_that_fails_gives_its_permit_back() {
+        let expositions = expositions(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failed = RenderError::Failed("broken".to_owned());
+        let (rendered, _) = expositions
+            .join_or_render(Scope::All, TEXT, deadline, || {
+                let failed = failed.clone();
+                async move { Err(failed) }
+            })
+            .await;
+        assert_eq!(rendered, Err(failed));
+        let (rendered, _) = expositions
+            .join_or_render(Scope::All, TEXT, deadline, || async { Ok(b"ok".to_vec()) })
+            .await;
+        assert!(rendered.is_ok());
+    }
 }

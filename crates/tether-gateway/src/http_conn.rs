@@ -26,6 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::{CloseReason, Telemetry};
 
+/// Largest request head (request line and headers) accepted, in bytes;
+/// past it HTTP/1 answers 431 and HTTP/2 refuses the stream.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// HTTP/2 flow-control window for request bodies, per stream and per
+/// connection (the protocol's initial value).
+const HTTP2_WINDOW_BYTES: u32 = 65_535;
+
 /// The deadlines and limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
@@ -246,11 +253,18 @@ where
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Each stream may hold a response: the connection cap bounds nothing
-    // if one connection may open hundreds.
+    // What one connection may make the gateway hold, so that the connection
+    // cap bounds memory: a request's headers (hyper would buffer 400 KiB of
+    // them, HTTP/2 16 MiB), request bodies sent before anyone reads them
+    // (the HTTP/2 flow-control windows; no route takes a body), and
+    // streams, each of which may hold a response.
+    builder.http1().max_buf_size(MAX_REQUEST_HEAD_BYTES);
     builder
         .http2()
-        .max_concurrent_streams(deadlines.http2_max_streams);
+        .max_concurrent_streams(deadlines.http2_max_streams)
+        .max_header_list_size(MAX_REQUEST_HEAD_BYTES as u32)
+        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_WINDOW_BYTES);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let result = drive(connection, &activity, deadlines, shutdown, &telemetry).await;
     if activity.write_timed_out.load(Ordering::Acquire) {

@@ -29,7 +29,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config, sources: Sources, telemetry: Arc<Telemetry>) -> Shared {
         Shared {
-            expositions: Expositions::new(config.http.max_bodies),
+            expositions: Expositions::new(config.http.max_bodies, Arc::clone(&telemetry)),
             config,
             sources,
             telemetry,

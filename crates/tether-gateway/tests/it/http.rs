@@ -133,3 +133,59 @@ async fn a_scraper_that_does_not_read_is_dropped_at_the_write_deadline() {
     assert!(drained.is_ok(), "the connection was closed");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_past_the_bound_of_bodies_gets_503_with_retry_after() {
+    let gateway = TestGateway::start_observed(RawConfig {
+        max_scrape_bodies: Some(1),
+        ..RawConfig::loopback()
+    })
+    .await;
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
+    let values: Vec<(String, f64)> = (0..200_000).map(|i| (format!("{i:08}"), 1.0)).collect();
+    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let _serving = agent.serve(vec![gauge("wide_metric_with_a_long_name", &values)]);
+    // A scraper that does not read holds the one body of /metrics.
+    let mut stalled = TcpStream::connect(gateway.http).await.expect("connect");
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut first_byte = [0u8; 1];
+    tokio::time::timeout(PATIENCE, stalled.peek(&mut first_byte))
+        .await
+        .expect("the response starts")
+        .expect("peek");
+    // Another encoding cannot share it, and finds no room before its deadline.
+    let refused = get(
+        gateway.http,
+        "/metrics",
+        &[
+            ("Accept-Encoding", "gzip"),
+            ("X-Prometheus-Scrape-Timeout-Seconds", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.headers.get("retry-after").map(String::as_str),
+        Some("1")
+    );
+    assert!(
+        refused.text().contains("--max-scrape-bodies"),
+        "{}",
+        refused.text()
+    );
+    // The gateway's own metrics have a bound of their own.
+    let families = parse(
+        &get(gateway.http, "/metrics/proxy", &[]).await.body,
+        Format::Text,
+    )
+    .expect("valid output");
+    assert_eq!(
+        value_of(&families, "tether_scrapes_refused_total", &[]),
+        Some(1.0)
+    );
+    drop(stalled);
+    gateway.stop().await;
+}

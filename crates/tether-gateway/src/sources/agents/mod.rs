@@ -387,6 +387,7 @@ impl Source for AgentsSource {
                 .set_agent_admission(self.handshakes.len(), &self.budget);
             if request.scope == Scope::Gateway {
                 self.telemetry.set_pushes_held(self.registry.n_pushes());
+                self.telemetry.set_push_bytes(self.registry.push_bytes());
                 return Vec::new();
             }
             let timeout = request
