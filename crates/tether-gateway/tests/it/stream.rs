@@ -35,13 +35,16 @@ async fn scrape_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmodified_metrics_exporter_tcp_app_is_ingested() {
-    let port = TcpListener::bind("127.0.0.1:0")
+    // A loopback address of its own: metrics-exporter-tcp binds the port
+    // after the probe lets it go, and on 127.0.0.1 a client socket of a
+    // concurrent test could take it as its ephemeral port in between.
+    let port = TcpListener::bind("127.0.0.7:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let source = format!("127.0.0.1:{port}");
+    let source = format!("127.0.0.7:{port}");
     let recorder = metrics_exporter_tcp::TcpBuilder::new()
-        .listen_address(([127, 0, 0, 1], port))
+        .listen_address(([127, 0, 0, 7], port))
         .build()
         .expect("metrics-exporter-tcp starts");
     // Apps describe their metrics at start-up; metrics-exporter-tcp keeps
