@@ -5,6 +5,12 @@
 //! so a fast figure for a parser that mangles escaped label values is
 //! reported as such.
 //!
+//! `W4_check` times the check path beside it: `check` (the whole input in
+//! memory, into families) and the streamed check (`CheckStream`, fed in
+//! pieces of 256 KiB, as `tether check` reads), on the same bytes and on
+//! one gauge family of `TETHER_BENCH_SERIES` series (default 1,000,000;
+//! 1,000 under `cargo test --benches`).
+//!
 //! `TETHER_BENCH_MB=8` shrinks the input for a quick run;
 //! `TETHER_BENCH_DUMP=/tmp/w4.prom` also writes it to a file (for
 //! `promtool check metrics`).
@@ -15,7 +21,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tether_model::{Entry, Format, Limits, Parser};
+use tether_model::{CheckStream, Entry, Format, Limits, Parser};
 
 use support::{ESCAPED_VALUES, Exposition};
 
@@ -38,6 +44,80 @@ fn tether_stream(input: &[u8]) -> usize {
         }
     }
     touched
+}
+
+/// The pieces `tether check` reads its input in.
+const CHECK_PIECE_BYTES: usize = 256 * 1024;
+
+/// Errors kept by the check benchmarks, as `tether check` keeps them.
+const CHECK_MAX_ERRORS: usize = 1000;
+
+/// The streamed check of `input`, fed in pieces; answers its series count.
+fn tether_check_stream(input: &[u8]) -> usize {
+    let mut stream = CheckStream::new(Format::Text, Limits::default(), CHECK_MAX_ERRORS);
+    for piece in input.chunks(CHECK_PIECE_BYTES) {
+        stream.feed(piece);
+    }
+    let report = stream.finish();
+    assert!(report.errors.is_empty(), "{:?}", report.errors.first());
+    report.stats.iter().map(|stats| stats.n_series).sum()
+}
+
+/// `check` of the whole input; answers its series count.
+fn tether_check(input: &[u8]) -> usize {
+    let checked = tether_model::check(input, Format::Text, Limits::default(), CHECK_MAX_ERRORS);
+    assert!(checked.errors.is_empty(), "{:?}", checked.errors.first());
+    checked
+        .families
+        .iter()
+        .map(|family| family.series.len())
+        .sum()
+}
+
+/// One gauge family of `n_series` series, each with an `instance` label
+/// of its own: the shape whose series a weak hash confused.
+fn one_family(n_series: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text =
+        String::from("# HELP big_gauge One gauge, many series.\n# TYPE big_gauge gauge\n");
+    for i in 0..n_series {
+        // Writing into a `String` cannot fail.
+        let _ = writeln!(text, "big_gauge{{instance=\"host-{i}\",job=\"api\"}} {i}");
+    }
+    text
+}
+
+fn bench_check(c: &mut Criterion, exposition: &[u8]) {
+    let n_series: usize = std::env::var("TETHER_BENCH_SERIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if support::is_measuring() {
+            1_000_000
+        } else {
+            1_000
+        });
+    let family = one_family(n_series);
+    let mut group = c.benchmark_group("W4_check");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+        .sampling_mode(SamplingMode::Flat);
+    for (name, input) in [
+        ("exposition", exposition),
+        ("one_family", family.as_bytes()),
+    ] {
+        group.throughput(Throughput::BytesDecimal(
+            u64::try_from(input.len()).expect("usize fits in u64"),
+        ));
+        group.bench_function(format!("check/{name}"), |b| {
+            b.iter(|| tether_check(black_box(input)));
+        });
+        group.bench_function(format!("check_stream/{name}"), |b| {
+            b.iter(|| tether_check_stream(black_box(input)));
+        });
+    }
+    group.finish();
 }
 
 fn tether_families(input: &[u8]) -> Vec<tether_model::MetricFamily> {
@@ -196,6 +276,7 @@ fn bench_parse(c: &mut Criterion) {
         });
     }
     group.finish();
+    bench_check(c, bytes);
 }
 
 criterion_group!(benches, bench_parse);

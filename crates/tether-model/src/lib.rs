@@ -14,7 +14,7 @@ mod proto;
 mod render;
 
 pub use error::{ErrorKind, Found, ParseError, ProtoError};
-pub use lint::{Lint, lint};
+pub use lint::{Lint, lint, lint_report};
 pub use model::{
     Bucket, Counter, Exemplar, Histogram, Label, MetricFamily, MetricType, Quantile, Series,
     Summary, Value, is_valid_label_name, is_valid_metric_name,
@@ -24,9 +24,10 @@ pub use names::{
     name_collisions, reserved_label, sample_suffixes, sanitize_label_name, sanitize_metric_name,
 };
 pub use parse::{
-    Checked, DEFAULT_MAX_FAMILIES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_MAX_SERIES, Entry, Format, Limits, LinePos, Parser, RawExemplar, RawLabel, RawLabels,
-    RawLabelsIter, Sample, check, parse, parse_with_limits,
+    CheckReport, CheckStream, Checked, DEFAULT_MAX_FAMILIES, DEFAULT_MAX_LABELS_PER_SERIES,
+    DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_SERIES, Entry, FamilyStats, Format, Limits, LinePos,
+    Parser, RawExemplar, RawLabel, RawLabels, RawLabelsIter, Sample, check, parse,
+    parse_with_limits,
 };
 pub use proto::{
     DEFAULT_MAX_MESSAGE_BYTES, decode_delimited, decode_delimited_frame, encode_delimited,

@@ -3,6 +3,7 @@
 //! invalid but that Prometheus' conventions advise against.
 
 use crate::model::{MetricFamily, MetricType};
+use crate::parse::CheckReport;
 
 /// One finding about one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,101 +48,122 @@ const ABBREVIATIONS: [(&str, &str); 8] = [
 pub fn lint(families: &[MetricFamily]) -> Vec<Lint> {
     let mut lints = Vec::new();
     for (index, family) in families.iter().enumerate() {
-        let mut add = |rule: &'static str, message: String| {
-            lints.push(Lint {
-                family: index,
-                rule,
-                message,
-            });
-        };
-        let name = family.name.as_str();
-        if family.help.as_deref().is_none_or(str::is_empty) {
-            add(
-                "help",
-                format!("\"{name}\" has no help text: add a # HELP line"),
-            );
-        }
-        let is_counter = family.metric_type == MetricType::Counter;
-        if is_counter && !name.ends_with("_total") {
-            add(
-                "counter-suffix",
-                format!("counter \"{name}\" should end in \"_total\""),
-            );
-        }
-        if !is_counter && name.ends_with("_total") {
-            add(
-                "total-suffix",
-                format!("\"{name}\" is not a counter and should not end in \"_total\""),
-            );
-        }
-        let is_distribution = matches!(
-            family.metric_type,
-            MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary
+        let label_names = family
+            .series
+            .iter()
+            .flat_map(|s| s.labels.iter())
+            .map(|l| l.name.as_str());
+        lint_family(index, family, label_names, &mut lints);
+    }
+    lints
+}
+
+/// [`lint`] for the families of a streamed check, which has their label
+/// names but not their series.
+pub fn lint_report(report: &CheckReport) -> Vec<Lint> {
+    let mut lints = Vec::new();
+    for (index, (family, stats)) in report.families.iter().zip(&report.stats).enumerate() {
+        let label_names = stats.label_names.iter().map(String::as_str);
+        lint_family(index, family, label_names, &mut lints);
+    }
+    lints
+}
+
+/// The findings about family `index`, whose series have `label_names`
+/// (repeats allowed).
+fn lint_family<'a>(
+    index: usize,
+    family: &MetricFamily,
+    label_names: impl Iterator<Item = &'a str>,
+    lints: &mut Vec<Lint>,
+) {
+    let mut add = |rule: &'static str, message: String| {
+        lints.push(Lint {
+            family: index,
+            rule,
+            message,
+        });
+    };
+    let name = family.name.as_str();
+    if family.help.as_deref().is_none_or(str::is_empty) {
+        add(
+            "help",
+            format!("\"{name}\" has no help text: add a # HELP line"),
         );
-        if !is_distribution {
-            for suffix in ["_count", "_sum", "_bucket"] {
-                if name.ends_with(suffix) {
-                    add(
-                        "reserved-suffix",
-                        format!(
-                            "\"{name}\" is not a histogram or summary and should not end in \"{suffix}\""
-                        ),
-                    );
-                }
-            }
-        }
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            add(
-                "snake-case",
-                format!("\"{name}\" should be snake_case, not camelCase"),
-            );
-        }
-        if name.contains(':') {
-            add(
-                "colon",
-                format!("\"{name}\" contains \":\", which is reserved for recording rules"),
-            );
-        }
-        let words: Vec<&str> = name.split(['_', ':']).collect();
-        for (unit, base) in NON_BASE_UNITS {
-            if words.contains(&unit) {
+    }
+    let is_counter = family.metric_type == MetricType::Counter;
+    if is_counter && !name.ends_with("_total") {
+        add(
+            "counter-suffix",
+            format!("counter \"{name}\" should end in \"_total\""),
+        );
+    }
+    if !is_counter && name.ends_with("_total") {
+        add(
+            "total-suffix",
+            format!("\"{name}\" is not a counter and should not end in \"_total\""),
+        );
+    }
+    let is_distribution = matches!(
+        family.metric_type,
+        MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary
+    );
+    if !is_distribution {
+        for suffix in ["_count", "_sum", "_bucket"] {
+            if name.ends_with(suffix) {
                 add(
-                    "base-unit",
-                    format!("\"{name}\" should use the base unit \"{base}\" instead of \"{unit}\""),
-                );
-            }
-        }
-        for (abbreviation, unit) in ABBREVIATIONS {
-            if words
-                .iter()
-                .skip(1)
-                .any(|w| w.eq_ignore_ascii_case(abbreviation))
-            {
-                add(
-                    "unit-abbreviation",
+                    "reserved-suffix",
                     format!(
-                        "\"{name}\" abbreviates a unit (\"{abbreviation}\"): spell out \"{unit}\""
+                        "\"{name}\" is not a histogram or summary and should not end in \"{suffix}\""
                     ),
                 );
             }
         }
-        let mut camel_labels: Vec<&str> = family
-            .series
-            .iter()
-            .flat_map(|s| s.labels.iter())
-            .map(|l| l.name.as_str())
-            .filter(|n| n.bytes().any(|b| b.is_ascii_uppercase()))
-            .collect();
-        camel_labels.sort_unstable();
-        camel_labels.dedup();
-        for label in camel_labels {
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        add(
+            "snake-case",
+            format!("\"{name}\" should be snake_case, not camelCase"),
+        );
+    }
+    if name.contains(':') {
+        add(
+            "colon",
+            format!("\"{name}\" contains \":\", which is reserved for recording rules"),
+        );
+    }
+    let words: Vec<&str> = name.split(['_', ':']).collect();
+    for (unit, base) in NON_BASE_UNITS {
+        if words.contains(&unit) {
             add(
-                "label-snake-case",
-                format!("label \"{label}\" of \"{name}\" should be snake_case, not camelCase"),
+                "base-unit",
+                format!("\"{name}\" should use the base unit \"{base}\" instead of \"{unit}\""),
             );
         }
     }
-    lints
+    for (abbreviation, unit) in ABBREVIATIONS {
+        if words
+            .iter()
+            .skip(1)
+            .any(|w| w.eq_ignore_ascii_case(abbreviation))
+        {
+            add(
+                "unit-abbreviation",
+                format!("\"{name}\" abbreviates a unit (\"{abbreviation}\"): spell out \"{unit}\""),
+            );
+        }
+    }
+    let mut camel_labels: Vec<&str> = label_names
+        .filter(|n| n.bytes().any(|b| b.is_ascii_uppercase()))
+        .collect();
+    camel_labels.sort_unstable();
+    camel_labels.dedup();
+    for label in camel_labels {
+        add(
+            "label-snake-case",
+            format!("label \"{label}\" of \"{name}\" should be snake_case, not camelCase"),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,39 @@
 //! `tether check`: validates an exposition and reports each error by position.
+//!
+//! The input is read in pieces of [`READ_BYTES`] and checked as it comes
+//! ([`CheckStream`]): memory holds what the checks must remember (each
+//! family's metadata, a 128-bit hash per series, the line being read), not
+//! the input. With `--format auto`, a regular file (or standard input
+//! redirected from one) has its last line read first, so it is checked
+//! once in the format that line gives; a pipe is checked in both formats
+//! at once, each on a thread of its own, and reported in the format its
+//! last line gives once read.
 
-use std::fs;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use clap::{Args, ValueEnum};
-use tether_model::{Format, Limits, check, lint, name_collisions, reserved_label};
+use tether_model::{CheckReport, CheckStream, Format, Limits, lint_report, name_collisions};
 
-/// Most errors reported for one input; past it, the rest are not read.
+/// Most errors reported for one input; past it, the rest is only read to
+/// the end (its format and its UTF-8 still count), not checked.
 const MAX_REPORTED_ERRORS: usize = 1000;
+
+/// Bytes read from the input at a time.
+const READ_BYTES: usize = 256 * 1024;
+
+/// Bytes kept of the input's end to find its format: enough for
+/// `\n# EOF\n` ([`Format::detect`] reads no more).
+const TAIL_BYTES: usize = 8;
+
+/// Pieces read but not yet checked, per format, when a pipe is checked in
+/// both: the reader waits for the slower check past it.
+const PIECES_IN_FLIGHT: usize = 4;
 
 /// Exit status when the input is valid.
 const EXIT_VALID: u8 = 0;
@@ -49,25 +73,21 @@ enum FormatArg {
 }
 
 pub(crate) fn run(args: &CheckArgs) -> ExitCode {
-    let (input, source) = match read_input(args.file.as_ref()) {
-        Ok(read) => read,
-        Err(message) => {
-            let _ = writeln!(io::stderr().lock(), "tether check: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let format = match args.format {
-        FormatArg::Auto => Format::detect(&input),
-        FormatArg::Text => Format::Text,
-        FormatArg::Openmetrics => Format::OpenMetrics,
-    };
     let limits = Limits {
         max_line_bytes: args.max_line_bytes,
         max_labels_per_series: args.max_labels_per_series,
         ..Limits::default()
     };
-    let checked = check(&input, format, limits, MAX_REPORTED_ERRORS);
-    let findings = lint(&checked.families);
+    let checked = match check_input(args, limits) {
+        Ok(checked) => checked,
+        Err(message) => {
+            let _ = writeln!(io::stderr().lock(), "tether check: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (checked, source) = checked;
+    let format = checked.format;
+    let findings = lint_report(&checked);
     let mut merge_warnings = merge_refusals(&checked);
     merge_warnings.extend(reserved_names(&checked));
 
@@ -82,18 +102,14 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
         let _ = writeln!(stderr, "{warning}");
     }
     for finding in &findings {
-        let line = checked
-            .family_lines
-            .get(finding.family)
-            .copied()
-            .unwrap_or(1);
+        let line = first_line(&checked, finding.family);
         let _ = writeln!(
             stderr,
             "{line}:1: warning: {} [{}]",
             finding.message, finding.rule
         );
     }
-    let n_series: usize = checked.families.iter().map(|f| f.series.len()).sum();
+    let n_series: usize = checked.stats.iter().map(|stats| stats.n_series).sum();
     let format_name = match format {
         Format::Text => "text 0.0.4",
         Format::OpenMetrics => "OpenMetrics 1.0",
@@ -123,8 +139,8 @@ pub(crate) fn run(args: &CheckArgs) -> ExitCode {
 /// `x_total` beside a gauge `x`, which OpenMetrics writes as one name), and
 /// labels that a family's type reserves or that start with `__`. One
 /// warning each, at the line of the family refused.
-fn merge_refusals(checked: &tether_model::Checked) -> Vec<String> {
-    let line_of = |family: usize| checked.family_lines.get(family).copied().unwrap_or(1);
+fn merge_refusals(checked: &CheckReport) -> Vec<String> {
+    let line_of = |family: usize| first_line(checked, family);
     let mut errors: Vec<(u32, String)> = name_collisions(&checked.families)
         .into_iter()
         .map(|collision| {
@@ -149,20 +165,15 @@ fn merge_refusals(checked: &tether_model::Checked) -> Vec<String> {
             )
         })
         .collect();
-    for (index, family) in checked.families.iter().enumerate() {
-        let reserved = family.series.iter().find_map(|series| {
-            series.labels.iter().find_map(|label| {
-                reserved_label(family.metric_type, &label.name).map(|why| (label, why))
-            })
-        });
-        if let Some((label, why)) = reserved {
+    for (index, (family, stats)) in checked.families.iter().zip(&checked.stats).enumerate() {
+        if let Some((label, why)) = &stats.reserved_label {
             errors.push((
                 line_of(index),
                 format!(
                     "{}:1: warning: family \"{}\" has a series with label \"{}\": {}; a gateway merging it drops the series [reserved-label]",
                     line_of(index),
                     family.name,
-                    label.name,
+                    label,
                     why.explain()
                 ),
             ));
@@ -174,7 +185,7 @@ fn merge_refusals(checked: &tether_model::Checked) -> Vec<String> {
 
 /// Families named like the gateway's own metrics, which it refuses from
 /// agents, pushes and streams.
-fn reserved_names(checked: &tether_model::Checked) -> Vec<String> {
+fn reserved_names(checked: &CheckReport) -> Vec<String> {
     checked
         .families
         .iter()
@@ -183,25 +194,148 @@ fn reserved_names(checked: &tether_model::Checked) -> Vec<String> {
         .map(|(index, family)| {
             format!(
                 "{}:1: warning: family \"{}\" is named like the gateway's own metrics (tether_*), which a gateway refuses from its sources: rename it [reserved-name]",
-                checked.family_lines.get(index).copied().unwrap_or(1),
+                first_line(checked, index),
                 family.name
             )
         })
         .collect()
 }
 
-/// Reads the whole input and names its source for messages.
-fn read_input(file: Option<&PathBuf>) -> Result<(Vec<u8>, String), String> {
-    match file {
-        Some(path) if path.as_os_str() != "-" => fs::read(path)
-            .map(|bytes| (bytes, path.display().to_string()))
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+/// The line where family `index` first appears.
+fn first_line(checked: &CheckReport, index: usize) -> u32 {
+    checked.stats.get(index).map_or(1, |stats| stats.first_line)
+}
+
+/// Reads and checks the input; names its source for messages.
+fn check_input(args: &CheckArgs, limits: Limits) -> Result<(CheckReport, String), String> {
+    let (mut input, source) = match args.file.as_ref() {
+        Some(path) if path.as_os_str() != "-" => {
+            let file =
+                File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            (file, path.display().to_string())
+        }
         _ => {
-            let mut bytes = Vec::new();
-            io::stdin()
-                .read_to_end(&mut bytes)
+            // A file of its own over the same descriptor, so that standard
+            // input redirected from a regular file can be read at its end.
+            let fd = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
                 .map_err(|e| format!("cannot read standard input: {e}"))?;
-            Ok((bytes, "<stdin>".to_owned()))
+            (File::from(fd), "<stdin>".to_owned())
+        }
+    };
+    let cannot_read = |e: io::Error| match args.file.as_ref() {
+        Some(path) if path.as_os_str() != "-" => format!("cannot read {}: {e}", path.display()),
+        _ => format!("cannot read standard input: {e}"),
+    };
+    let format = match args.format {
+        FormatArg::Auto => last_line_format(&mut input).map_err(cannot_read)?,
+        FormatArg::Text => Some(Format::Text),
+        FormatArg::Openmetrics => Some(Format::OpenMetrics),
+    };
+    let report = match format {
+        Some(format) => check_as(&mut input, format, limits),
+        None => check_both(&mut input, limits),
+    };
+    Ok((report.map_err(cannot_read)?, source))
+}
+
+/// Reads `input` to its end, or until the report is settled, and checks it
+/// as `format`.
+fn check_as(input: &mut File, format: Format, limits: Limits) -> io::Result<CheckReport> {
+    let mut stream = CheckStream::new(format, limits, MAX_REPORTED_ERRORS);
+    let mut buffer = vec![0; READ_BYTES];
+    loop {
+        let n_read = read_some(input, &mut buffer)?;
+        if n_read == 0 {
+            break;
+        }
+        stream.feed(&buffer[..n_read]);
+        if stream.is_settled() {
+            break;
         }
     }
+    Ok(stream.finish())
+}
+
+/// Reads `input` to its end and checks it in both formats at once, each on
+/// a thread of its own; answers the report of the format its last line
+/// gives.
+fn check_both(input: &mut File, limits: Limits) -> io::Result<CheckReport> {
+    std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        let mut checks = Vec::new();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let (sender, pieces) = sync_channel::<Arc<[u8]>>(PIECES_IN_FLIGHT);
+            senders.push(sender);
+            checks.push(scope.spawn(move || {
+                let mut stream = CheckStream::new(format, limits, MAX_REPORTED_ERRORS);
+                for piece in pieces {
+                    stream.feed(&piece);
+                }
+                stream.finish()
+            }));
+        }
+        let mut buffer = vec![0; READ_BYTES];
+        let mut tail = Vec::with_capacity(2 * TAIL_BYTES);
+        let read = loop {
+            let n_read = match read_some(input, &mut buffer) {
+                Ok(0) => break Ok(()),
+                Ok(n_read) => n_read,
+                Err(e) => break Err(e),
+            };
+            let piece: Arc<[u8]> = Arc::from(&buffer[..n_read]);
+            tail.extend_from_slice(&piece[n_read.saturating_sub(TAIL_BYTES)..]);
+            tail.drain(..tail.len().saturating_sub(TAIL_BYTES));
+            for sender in &senders {
+                // A check does not end before its pieces do.
+                let _ = sender.send(Arc::clone(&piece));
+            }
+        };
+        // The checks end once their pieces do.
+        drop(senders);
+        let reports: Vec<CheckReport> = checks
+            .into_iter()
+            .map(|check| {
+                check
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        read?;
+        let format = Format::detect(&tail);
+        let report = reports.into_iter().find(|report| report.format == format);
+        // A check ran for each format.
+        Ok(report.unwrap_or_else(|| unreachable!("no check in {format:?}")))
+    })
+}
+
+/// One read, retried when interrupted; 0 at the end.
+fn read_some(input: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buffer) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
+/// The format [`Format::detect`] gives `input` from its last line, read
+/// first when `input` is a regular file (left where it was); `None` for a
+/// pipe or another stream, whose end is known only once read.
+fn last_line_format(input: &mut File) -> io::Result<Option<Format>> {
+    let is_file = input.metadata().is_ok_and(|metadata| metadata.is_file());
+    if !is_file {
+        return Ok(None);
+    }
+    let tail_bytes = TAIL_BYTES as u64;
+    let start = input.stream_position()?;
+    let end = input.seek(SeekFrom::End(0))?;
+    input.seek(SeekFrom::Start(end.saturating_sub(tail_bytes).max(start)))?;
+    let mut tail = Vec::new();
+    Read::by_ref(input)
+        .take(tail_bytes)
+        .read_to_end(&mut tail)?;
+    input.seek(SeekFrom::Start(start))?;
+    Ok(Some(Format::detect(&tail)))
 }

@@ -377,6 +377,26 @@ pub struct LinePos {
     pub start: usize,
 }
 
+/// What a [`Parser`] carries from one piece of an input to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResumeState {
+    /// The number of the next line.
+    pub(crate) line: u32,
+    /// Whether `# EOF` was seen.
+    pub(crate) saw_eof: bool,
+    /// Whether nothing more is read (content after `# EOF`).
+    pub(crate) finished: bool,
+}
+
+impl ResumeState {
+    /// The state at the start of an input.
+    pub(crate) const START: ResumeState = ResumeState {
+        line: 1,
+        saw_eof: false,
+        finished: false,
+    };
+}
+
 /// A failure inside one line: the byte offset within the line and the kind.
 type LineResult<T> = Result<T, (usize, ErrorKind)>;
 
@@ -397,6 +417,9 @@ pub struct Parser<'a> {
     finished: bool,
     /// Set after `# EOF`.
     saw_eof: bool,
+    /// Whether `src` ends the input; false for a piece of a longer input
+    /// read piece by piece ([`Parser::resume`]), whose end is no error.
+    at_end: bool,
     /// The metric name of the last sample line: consecutive lines mostly
     /// share it, and comparing is cheaper than scanning it again.
     last_name: &'a str,
@@ -472,10 +495,48 @@ impl<'a> Parser<'a> {
             line: 1,
             finished: false,
             saw_eof: false,
+            at_end: true,
             last_name: "",
             last_label_names: Vec::new(),
             label_spans: Vec::new(),
         })
+    }
+
+    /// A parser over `src`, the next piece of an input read piece by
+    /// piece, going on where the parser of the previous piece stopped
+    /// (`state`, from [`Parser::resume_state`]). `src` is whole lines,
+    /// each with its newline, unless `at_end`: the last piece, which may
+    /// end without one (or be empty) and gets the errors of an input's end.
+    /// Line numbers go on; byte offsets ([`LinePos::start`]) are in `src`.
+    pub(crate) fn resume(
+        src: &'a str,
+        format: Format,
+        limits: Limits,
+        state: ResumeState,
+        at_end: bool,
+    ) -> Parser<'a> {
+        Parser {
+            src,
+            format,
+            limits,
+            pos: 0,
+            line: state.line,
+            finished: state.finished,
+            saw_eof: state.saw_eof,
+            at_end,
+            last_name: "",
+            last_label_names: Vec::new(),
+            label_spans: Vec::new(),
+        }
+    }
+
+    /// Where this parser stopped, for [`Parser::resume`] on the next piece.
+    pub(crate) fn resume_state(&self) -> ResumeState {
+        ResumeState {
+            line: self.line,
+            saw_eof: self.saw_eof,
+            finished: self.finished,
+        }
     }
 
     /// The next entry with the position of its line, or `None` at the end.
@@ -486,6 +547,10 @@ impl<'a> Parser<'a> {
             }
             let bytes = self.src.as_bytes();
             if self.pos >= bytes.len() {
+                if !self.at_end {
+                    // The input goes on in the next piece.
+                    return None;
+                }
                 self.finished = true;
                 if self.format == Format::OpenMetrics && !self.saw_eof {
                     return Some(Err(self.error_at_end(ErrorKind::MissingEof)));

@@ -7,15 +7,21 @@
 
 mod float;
 mod lexer;
+mod stream;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::ops::Range;
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_secret};
 
 pub use lexer::{Entry, LinePos, Parser, RawExemplar, RawLabel, RawLabels, RawLabelsIter, Sample};
 use lexer::{LabelSpan, same_bytes, unescape_into};
+pub use stream::{CheckReport, CheckStream, FamilyStats};
 
 use crate::error::{ErrorKind, ParseError};
 use crate::model::{
@@ -105,7 +111,7 @@ pub fn parse_with_limits(
     limits: Limits,
 ) -> Result<Vec<MetricFamily>, ParseError> {
     let mut parser = Parser::new(input, format, limits)?;
-    let mut builder = Builder::new(format, limits);
+    let mut builder = Builder::new(format, limits, Full);
     while let Some(entry) = parser.next_entry() {
         let (entry, pos) = entry?;
         // By reference: an entry is a couple of hundred bytes to move.
@@ -143,7 +149,7 @@ pub fn check(input: &[u8], format: Format, limits: Limits, max_errors: usize) ->
             };
         }
     };
-    let mut builder = Builder::new(format, limits);
+    let mut builder = Builder::new(format, limits, Full);
     let mut errors = Vec::new();
     while let Some(entry) = parser.next_entry() {
         let result = entry.and_then(|(entry, pos)| builder.feed(&entry, parser.label_spans(), pos));
@@ -203,7 +209,8 @@ const SUFFIXES: [(&str, Part); 8] = [
 
 /// A family being built.
 #[derive(Debug)]
-struct FamilyState {
+struct FamilyState<F> {
+    /// The family's metadata; with [`Full`], its series too.
     family: MetricFamily,
     /// The name on metadata lines (the OpenMetrics family name).
     meta_name: String,
@@ -211,9 +218,18 @@ struct FamilyState {
     typed: bool,
     /// Line where the family first appeared.
     first_line: u32,
+    /// How many series the family has.
+    n_series: usize,
+    /// What the builder's [`Store`] keeps of the family's series.
+    series: F,
+}
+
+/// What [`Full`] keeps of a family's series besides the series themselves.
+#[derive(Debug, Default)]
+struct FullFamily {
     /// For each series: the parts seen (`SEEN_*` bits).
     seen: Vec<u8>,
-    /// For each series: the line of its first sample, for late errors.
+    /// For each series: the line of its last sample, for late errors.
     series_lines: Vec<u32>,
     /// Series by the hash of their (order-insensitive) label set.
     index: HashMap<u64, usize, BuildHasherDefault<HashIsKey>>,
@@ -221,7 +237,7 @@ struct FamilyState {
     collided: Vec<usize>,
 }
 
-impl FamilyState {
+impl<F> FamilyState<F> {
     /// Which part a sample named `sample` sets, if this family takes it.
     fn part_of(&self, sample: &str, format: Format) -> Option<Part> {
         let rest = sample.strip_prefix(self.meta_name.as_str())?;
@@ -274,14 +290,99 @@ fn name_hint(metric_type: MetricType, format: Format) -> &'static str {
     }
 }
 
+/// What the builder keeps of each series, and the rules that read it:
+/// everything, to make the model ([`Full`], for `parse` and `check`), or
+/// a 128-bit hash and a few bits ([`stream::Marks`], for the streamed
+/// check). The family layer (names, metadata, suffixes, labels, values
+/// by type) is the builder's own and the same for both.
+trait Store: Sized {
+    /// What is kept per family.
+    type Family: Default + fmt::Debug;
+
+    /// Whether `labels` (of `line`) are, in this order, those of the
+    /// family's last series: the lines of one series mostly come in a row.
+    fn continues_last(family: &FamilyState<Self::Family>, labels: &LineLabels, line: &str) -> bool;
+
+    /// Adds the sample `point` to the series with `labels` in family
+    /// `index` (its last series when `continues_last`), created if new.
+    fn add(
+        builder: &mut Builder<Self>,
+        index: usize,
+        continues_last: bool,
+        labels: &LineLabels,
+        point: &Point<'_, '_>,
+    ) -> Result<(), ParseError>;
+}
+
+/// The store of `parse` and `check`: every series in the model.
+#[derive(Debug)]
+struct Full;
+
+/// A sample line once its family, part and special label are known.
+struct Point<'s, 'a> {
+    sample: &'s Sample<'a>,
+    pos: LinePos,
+    part: Part,
+    metric_type: MetricType,
+    /// The value of the `le` or `quantile` label, checked.
+    special_value: Option<f64>,
+    om: bool,
+}
+
+impl Point<'_, '_> {
+    fn at(&self, column: u32, kind: ErrorKind) -> ParseError {
+        ParseError {
+            line: self.pos.line,
+            column,
+            kind,
+        }
+    }
+
+    /// The error of a sample that its series already has, given the
+    /// series' first timestamp.
+    fn duplicate(&self, previous_timestamp: Option<i64>) -> ParseError {
+        let kind = match (previous_timestamp, self.sample.timestamp_ms) {
+            // OpenMetrics allows several timestamped points of one
+            // series; the model holds one value per series.
+            (Some(first), Some(this)) if first != this => {
+                ErrorKind::SeveralPoints(describe_series(self.sample))
+            }
+            _ => ErrorKind::DuplicateSeries(describe_series(self.sample)),
+        };
+        self.at(1, kind)
+    }
+
+    fn exemplar_column(&self) -> u32 {
+        column_of(self.sample.exemplar_offset, self.sample)
+    }
+
+    /// The `SEEN_*` bit of the part this sample sets, or 0 when a series
+    /// takes any number of them (buckets, quantiles).
+    fn seen_bit(&self) -> u8 {
+        let bit = match self.part {
+            Part::Bare | Part::Total | Part::Info => SEEN_VALUE,
+            Part::Count => SEEN_COUNT,
+            Part::Sum => SEEN_SUM,
+            Part::Created => SEEN_CREATED,
+            Part::Bucket => 0,
+        };
+        // Quantile samples share the bare name; they are told apart by value.
+        if self.metric_type == MetricType::Summary && self.part == Part::Bare {
+            0
+        } else {
+            bit
+        }
+    }
+}
+
 /// Groups entries into families and checks the rules that span lines.
 #[derive(Debug)]
-struct Builder {
+struct Builder<S: Store> {
     format: Format,
     limits: Limits,
-    families: Vec<FamilyState>,
+    families: Vec<FamilyState<S::Family>>,
     /// Families by metadata name.
-    by_name: HashMap<String, usize, FastHashState>,
+    by_name: HashMap<String, usize, HashKeys>,
     /// The family of the last line, checked first and used to find
     /// interleaving in OpenMetrics.
     current: Option<usize>,
@@ -289,7 +390,9 @@ struct Builder {
     closed: Vec<bool>,
     n_series: usize,
     /// Keys of the hash of families' names and series' label sets.
-    hash_state: FastHashState,
+    keys: HashKeys,
+    /// Scratch: a label spelled out for its hash.
+    scratch: Vec<u8>,
     /// Scratch: the labels of the current sample line.
     line_labels: LineLabels,
     /// The sample name last resolved, and what [`Builder::resolve`] found
@@ -298,23 +401,27 @@ struct Builder {
     /// family changes what `resolve` reads; those clear it.
     resolved_name: String,
     resolved: Option<(Option<usize>, usize, Part)>,
+    /// What is kept of the series besides the families' own state.
+    store: S,
 }
 
-impl Builder {
-    fn new(format: Format, limits: Limits) -> Builder {
-        let hash_state = FastHashState::new();
+impl<S: Store> Builder<S> {
+    fn new(format: Format, limits: Limits, store: S) -> Builder<S> {
+        let keys = HashKeys::new();
         Builder {
             format,
             limits,
             families: Vec::new(),
-            by_name: HashMap::with_hasher(hash_state.clone()),
+            by_name: HashMap::with_hasher(keys.clone()),
             current: None,
             closed: Vec::new(),
             n_series: 0,
-            hash_state,
+            keys,
+            scratch: Vec::new(),
             line_labels: LineLabels::default(),
             resolved_name: String::new(),
             resolved: None,
+            store,
         }
     }
 
@@ -377,7 +484,7 @@ impl Builder {
                 if state.typed {
                     return Err(at(1, ErrorKind::DuplicateMetadata("TYPE", name.to_owned())));
                 }
-                if !state.family.series.is_empty() {
+                if state.n_series != 0 {
                     return Err(at(
                         1,
                         ErrorKind::MetadataAfterSamples("TYPE", name.to_owned()),
@@ -419,7 +526,7 @@ impl Builder {
                         kind: ErrorKind::InterleavedFamily(name.to_owned()),
                     });
                 }
-                if !self.families[index].family.series.is_empty() {
+                if self.families[index].n_series != 0 {
                     return Err(ParseError {
                         line: pos.line,
                         column: 1,
@@ -456,10 +563,8 @@ impl Builder {
             meta_name: name.to_owned(),
             typed: false,
             first_line: pos.line,
-            seen: Vec::new(),
-            series_lines: Vec::new(),
-            index: HashMap::default(),
-            collided: Vec::new(),
+            n_series: 0,
+            series: S::Family::default(),
         });
         self.closed.push(false);
         self.by_name.insert(name.to_owned(), index);
@@ -600,17 +705,8 @@ impl Builder {
         // hashing. A series of one line cannot be continued, so other
         // families skip the comparison; a repeated series is still found
         // by the lookup, and reported.
-        let several_lines = match metric_type {
-            MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary => true,
-            MetricType::Counter => om,
-            MetricType::Gauge | MetricType::Unknown | MetricType::StateSet | MetricType::Info => {
-                false
-            }
-        };
-        let family_series = &self.families[index].family.series;
-        let reuse = family_series.len().checked_sub(1).filter(|&last| {
-            several_lines && labels.equal_in_order(line, &family_series[last].labels)
-        });
+        let continues_last = takes_several_lines(metric_type, om)
+            && S::continues_last(&self.families[index], labels, line);
         let special_value = match special {
             Some(label) => {
                 let Some((text, offset)) = special_value else {
@@ -632,7 +728,7 @@ impl Builder {
             }
             None => None,
         };
-        if metric_type == MetricType::StateSet && reuse.is_none() {
+        if metric_type == MetricType::StateSet && !continues_last {
             let meta_name = &self.families[index].meta_name;
             if !labels
                 .iter(line)
@@ -646,90 +742,107 @@ impl Builder {
         }
 
         // Exemplars ride on counter totals and histogram buckets only.
-        let exemplar_column = || column_of(sample.exemplar_offset, sample);
-        let exemplar = match &sample.exemplar {
-            None => None,
-            Some(raw) => {
-                let allowed = matches!(
-                    (metric_type, part),
-                    (MetricType::Counter, Part::Total)
-                        | (
-                            MetricType::Histogram | MetricType::GaugeHistogram,
-                            Part::Bucket
-                        )
-                );
-                if !allowed {
-                    return Err(at(
-                        exemplar_column(),
-                        ErrorKind::ExemplarNotAllowed(
-                            "only counter _total and histogram _bucket samples carry exemplars",
-                        ),
-                    ));
-                }
-                Some(Exemplar {
-                    labels: raw
-                        .labels
-                        .iter()
-                        .map(|l| Label {
-                            name: l.name.to_owned(),
-                            value: l.value.into_owned(),
-                        })
-                        .collect(),
-                    value: raw.value,
-                    timestamp: raw.timestamp,
-                })
+        if sample.exemplar.is_some() {
+            let allowed = matches!(
+                (metric_type, part),
+                (MetricType::Counter, Part::Total)
+                    | (
+                        MetricType::Histogram | MetricType::GaugeHistogram,
+                        Part::Bucket
+                    )
+            );
+            if !allowed {
+                return Err(at(
+                    column_of(sample.exemplar_offset, sample),
+                    ErrorKind::ExemplarNotAllowed(
+                        "only counter _total and histogram _bucket samples carry exemplars",
+                    ),
+                ));
             }
-        };
+        }
 
         if om {
             check_openmetrics_value(metric_type, part, sample.value)
                 .map_err(|kind| at(column_of(sample.value_offset, sample), kind))?;
         }
 
-        let series_index = match reuse {
-            Some(series_index) => series_index,
-            None => self.series_for(index, labels, line, pos)?,
+        let point = Point {
+            sample,
+            pos,
+            part,
+            metric_type,
+            special_value,
+            om,
         };
-        let state = &mut self.families[index];
+        S::add(self, index, continues_last, labels, &point)
+    }
+}
+
+impl Store for Full {
+    type Family = FullFamily;
+
+    fn continues_last(family: &FamilyState<FullFamily>, labels: &LineLabels, line: &str) -> bool {
+        family
+            .family
+            .series
+            .last()
+            .is_some_and(|last| labels.equal_in_order(line, &last.labels))
+    }
+
+    fn add(
+        builder: &mut Builder<Full>,
+        index: usize,
+        continues_last: bool,
+        labels: &LineLabels,
+        point: &Point<'_, '_>,
+    ) -> Result<(), ParseError> {
+        let &Point {
+            sample,
+            pos,
+            part,
+            special_value,
+            om,
+            ..
+        } = point;
+        let series_index = match continues_last {
+            // `continues_last` found a last series.
+            true => builder.families[index].n_series - 1,
+            false => builder.series_for(index, labels, sample.line, pos)?,
+        };
+        let exemplar = sample.exemplar.as_ref().map(|raw| Exemplar {
+            labels: raw
+                .labels
+                .iter()
+                .map(|l| Label {
+                    name: l.name.to_owned(),
+                    value: l.value.into_owned(),
+                })
+                .collect(),
+            value: raw.value,
+            timestamp: raw.timestamp,
+        });
+        let state = &mut builder.families[index];
         let is_last_series = series_index + 1 == state.family.series.len();
-        state.series_lines[series_index] = pos.line;
-        let seen = &mut state.seen[series_index];
+        state.series.series_lines[series_index] = pos.line;
+        let seen = &mut state.series.seen[series_index];
         let series = &mut state.family.series[series_index];
         let previous_timestamp = series.timestamp_ms;
         if series.timestamp_ms.is_none() {
             series.timestamp_ms = sample.timestamp_ms;
         }
-        let duplicate = || {
-            let kind = match (previous_timestamp, sample.timestamp_ms) {
-                // OpenMetrics allows several timestamped points of one
-                // series; the model holds one value per series.
-                (Some(first), Some(this)) if first != this => {
-                    ErrorKind::SeveralPoints(describe_series(sample))
-                }
-                _ => ErrorKind::DuplicateSeries(describe_series(sample)),
-            };
-            at(1, kind)
-        };
-        let bit = match part {
-            Part::Bare | Part::Total | Part::Info => SEEN_VALUE,
-            Part::Count => SEEN_COUNT,
-            Part::Sum => SEEN_SUM,
-            Part::Created => SEEN_CREATED,
-            Part::Bucket => 0,
-        };
-        // Quantile samples share the bare name; they are told apart by value.
-        if bit != 0 && !(metric_type == MetricType::Summary && part == Part::Bare) {
+        let bit = point.seen_bit();
+        if bit != 0 {
             if *seen & bit != 0 {
-                return Err(duplicate());
+                return Err(point.duplicate(previous_timestamp));
             }
             *seen |= bit;
         }
         // OpenMetrics keeps the lines of one series together.
         if om && !is_last_series {
-            return Err(at(1, ErrorKind::InterleavedSeries(describe_series(sample))));
+            return Err(point.at(1, ErrorKind::InterleavedSeries(describe_series(sample))));
         }
         let invalid_histogram =
-            |why| at(1, ErrorKind::InvalidHistogram(state.meta_name.clone(), why));
+            |why| point.at(1, ErrorKind::InvalidHistogram(state.meta_name.clone(), why));
         match (&mut series.value, part) {
             (Value::Single(v), _) => *v = sample.value,
             (Value::Counter(c), Part::Bare | Part::Total) => {
@@ -738,48 +851,12 @@ impl Builder {
             }
             (Value::Counter(c), Part::Created) => c.created = Some(sample.value),
             (Value::Histogram(h), Part::Bucket) => {
-                let upper_bound = special_value.unwrap_or(f64::INFINITY);
-                let lower_bound = h
-                    .buckets
-                    .last()
-                    .map_or(f64::NEG_INFINITY, |b| b.upper_bound);
-                if let Some(last) = h.buckets.last()
-                    && om
-                {
-                    if upper_bound == last.upper_bound {
-                        return Err(duplicate());
-                    }
-                    if upper_bound < last.upper_bound {
-                        return Err(invalid_histogram(
-                            "buckets must be in increasing order of le",
-                        ));
-                    }
-                    if sample.value < last.count {
-                        return Err(invalid_histogram(
-                            "bucket counts must not decrease as le grows",
-                        ));
-                    }
-                }
-                if let Some(exemplar) = &exemplar
-                    && om
-                    && !(exemplar.value <= upper_bound && exemplar.value > lower_bound)
-                {
-                    return Err(at(
-                        exemplar_column(),
-                        ErrorKind::ValueOutOfRange(
-                            "an exemplar",
-                            "its value must fall inside its bucket (above the previous le, at most this le)",
-                        ),
-                    ));
-                }
-                if om
-                    && upper_bound == f64::INFINITY
-                    && h.count.is_some_and(|count| count != sample.value)
-                {
-                    return Err(invalid_histogram("the +Inf bucket must equal _count"));
-                }
+                let last = h.buckets.last().map(|b| (b.upper_bound, b.count));
+                check_bucket(point, last, h.count, exemplar.as_ref().map(|e| e.value)).map_err(
+                    |error| error.into_error(point, &state.meta_name, previous_timestamp),
+                )?;
                 h.buckets.push(Bucket {
-                    upper_bound,
+                    upper_bound: special_value.unwrap_or(f64::INFINITY),
                     count: sample.value,
                     exemplar,
                 });
@@ -805,7 +882,83 @@ impl Builder {
         }
         Ok(())
     }
+}
 
+/// Why a histogram bucket line is refused.
+enum BucketError {
+    Duplicate,
+    Histogram(&'static str),
+    Exemplar,
+}
+
+impl BucketError {
+    /// The error, given the series' family and first timestamp.
+    fn into_error(
+        self,
+        point: &Point<'_, '_>,
+        family: &str,
+        previous_timestamp: Option<i64>,
+    ) -> ParseError {
+        match self {
+            // A bucket's `le` repeats within the series.
+            BucketError::Duplicate => point.duplicate(previous_timestamp),
+            BucketError::Histogram(why) => point.at(
+                1,
+                ErrorKind::InvalidHistogram(family.to_owned(), why),
+            ),
+            BucketError::Exemplar => point.at(
+                point.exemplar_column(),
+                ErrorKind::ValueOutOfRange(
+                    "an exemplar",
+                    "its value must fall inside its bucket (above the previous le, at most this le)",
+                ),
+            ),
+        }
+    }
+}
+
+/// OpenMetrics' rules on a bucket line, given the series' last bucket
+/// (bound and count), its `_count` so far and the line's exemplar value.
+/// The text format checks none of them.
+fn check_bucket(
+    point: &Point<'_, '_>,
+    last: Option<(f64, f64)>,
+    count: Option<f64>,
+    exemplar: Option<f64>,
+) -> Result<(), BucketError> {
+    if !point.om {
+        return Ok(());
+    }
+    let upper_bound = point.special_value.unwrap_or(f64::INFINITY);
+    let value = point.sample.value;
+    if let Some((last_bound, last_count)) = last {
+        if upper_bound == last_bound {
+            return Err(BucketError::Duplicate);
+        }
+        if upper_bound < last_bound {
+            return Err(BucketError::Histogram(
+                "buckets must be in increasing order of le",
+            ));
+        }
+        if value < last_count {
+            return Err(BucketError::Histogram(
+                "bucket counts must not decrease as le grows",
+            ));
+        }
+    }
+    let lower_bound = last.map_or(f64::NEG_INFINITY, |(bound, _)| bound);
+    if let Some(exemplar) = exemplar
+        && !(exemplar <= upper_bound && exemplar > lower_bound)
+    {
+        return Err(BucketError::Exemplar);
+    }
+    if upper_bound == f64::INFINITY && count.is_some_and(|count| count != value) {
+        return Err(BucketError::Histogram("the +Inf bucket must equal _count"));
+    }
+    Ok(())
+}
+
+impl Builder<Full> {
     /// The index of the series with `labels` (of `line`) in family
     /// `index`, created if new.
     fn series_for(
@@ -815,13 +968,22 @@ impl Builder {
         line: &str,
         pos: LinePos,
     ) -> Result<usize, ParseError> {
-        let hash = labels.hash(line, &self.hash_state);
+        let hash = labels.hash(line, &self.keys, &mut self.scratch);
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the index needs 64 of the 128 bits; labels are compared on a match"
+        )]
+        let hash = hash as u64;
         let FamilyState {
             family,
-            seen,
-            series_lines,
-            index: series_index,
-            collided,
+            n_series,
+            series:
+                FullFamily {
+                    seen,
+                    series_lines,
+                    index: series_index,
+                    collided,
+                },
             ..
         } = &mut self.families[index];
         let metric_type = family.metric_type;
@@ -892,6 +1054,7 @@ impl Builder {
         });
         seen.push(0);
         series_lines.push(pos.line);
+        *n_series += 1;
         match slot {
             Some(slot) => {
                 slot.insert(i);
@@ -925,9 +1088,9 @@ impl Builder {
                 &mut []
             };
             for (i, series) in to_check.iter_mut().enumerate() {
-                if let Err(reason) = finish_series(series, metric_type, state.seen[i], om) {
+                if let Err(reason) = finish_series(series, metric_type, state.series.seen[i], om) {
                     errors.push(ParseError {
-                        line: state.series_lines[i],
+                        line: state.series.series_lines[i],
                         column: 1,
                         kind: reason.into_kind(&state.meta_name),
                     });
@@ -940,6 +1103,16 @@ impl Builder {
             families.push(state.family);
         }
         (families, lines, errors)
+    }
+}
+
+/// Whether a series of `metric_type` may have several lines; the others
+/// have one line, setting their value.
+fn takes_several_lines(metric_type: MetricType, om: bool) -> bool {
+    match metric_type {
+        MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary => true,
+        MetricType::Counter => om,
+        MetricType::Gauge | MetricType::Unknown | MetricType::StateSet | MetricType::Info => false,
     }
 }
 
@@ -1147,6 +1320,18 @@ impl LineLabels {
         })
     }
 
+    /// Name and unescaped value of each label, in line order.
+    fn iter_str<'s>(&'s self, line: &'s str) -> impl Iterator<Item = (&'s str, &'s str)> + 's {
+        self.labels.iter().map(move |label| {
+            let values = if label.decoded {
+                self.decoded.as_str()
+            } else {
+                line
+            };
+            (&line[label.name.clone()], &values[label.value.clone()])
+        })
+    }
+
     /// Whether these are exactly `labels`, in the same order.
     fn equal_in_order(&self, line: &str, labels: &[Label]) -> bool {
         self.labels.len() == labels.len()
@@ -1167,13 +1352,16 @@ impl LineLabels {
                 }))
     }
 
-    /// The hash of the label set, whatever the order of its labels: the sum
-    /// of one keyed hash per label.
-    fn hash(&self, line: &str, state: &FastHashState) -> u64 {
-        let sum = self.iter(line).fold(0u64, |sum, (name, value)| {
-            sum.wrapping_add(state.hash_label(name, value))
-        });
-        folded_multiply(sum ^ state.keys[0], state.keys[1])
+    /// The 128-bit hash of the label set, whatever the order of its labels
+    /// (see [`HashKeys`]); `scratch` is reused to spell each label.
+    fn hash(&self, line: &str, keys: &HashKeys, scratch: &mut Vec<u8>) -> u128 {
+        self.iter(line).fold(0u128, |sum, (name, value)| {
+            scratch.clear();
+            scratch.extend_from_slice(name);
+            scratch.push(b'=');
+            scratch.extend_from_slice(value);
+            sum.wrapping_add(keys.hash128(scratch))
+        })
     }
 
     /// The labels as the model holds them.
@@ -1195,55 +1383,70 @@ impl LineLabels {
 }
 
 /// The keys of the builder's hashes, drawn from [`RandomState`] once per
-/// parse.
+/// parse: a random xxh3 secret, so that an input cannot be crafted to make
+/// its series or families collide (no hash is ever shown).
 ///
-/// Names and label sets are hashed with a folded multiply in the manner of
-/// foldhash: a few instructions per eight bytes, where SipHash spends tens
-/// of nanoseconds on each short string of a label set. The keys are random
-/// and no hash is ever shown, so an input cannot be crafted to make its
-/// series or families collide (the `HashDoS` attack SipHash guards
-/// against); collisions that happen by chance are still told apart by
-/// comparing the labels.
-#[derive(Debug, Clone)]
-struct FastHashState {
-    keys: [u64; 4],
+/// A label set is hashed to 128 bits, whatever the order of its labels:
+/// the wrapping sum of one xxh3-128 per label (its name, `=`, its value;
+/// names hold no `=`, so the encoding is unambiguous). Two distinct sets
+/// differ in at least one label, whose hash is independent of the others,
+/// so their sums collide with probability about 2^-128: a map of millions
+/// of series has no collision in practice. `parse` still compares labels
+/// when two sets share a hash; the streamed check keeps only the hashes.
+#[derive(Clone)]
+struct HashKeys {
+    secret: Arc<[u8; SECRET_BYTES]>,
+    /// The seed of the family-name maps' hasher.
+    name_seed: u64,
 }
 
-impl FastHashState {
-    fn new() -> FastHashState {
+/// The size of the xxh3 secret: the size of its default secret.
+const SECRET_BYTES: usize = 192;
+
+impl fmt::Debug for HashKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The keys stay secret, in logs too.
+        f.debug_struct("HashKeys").finish_non_exhaustive()
+    }
+}
+
+impl HashKeys {
+    fn new() -> HashKeys {
         let random = RandomState::new();
-        FastHashState {
-            keys: [0u64, 1, 2, 3].map(|i| random.hash_one(i)),
+        let mut secret = [0u8; SECRET_BYTES];
+        for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&random.hash_one(i).to_le_bytes());
+        }
+        HashKeys {
+            secret: Arc::new(secret),
+            name_seed: random.hash_one(usize::MAX),
         }
     }
 
-    /// The hash of one label.
-    fn hash_label(&self, name: &[u8], value: &[u8]) -> u64 {
-        let name = hash_bytes(name, self.keys[0], self.keys[1]);
-        let value = hash_bytes(value, self.keys[2], self.keys[3]);
-        folded_multiply(name ^ self.keys[3], value ^ self.keys[0])
+    /// The 128-bit hash of `bytes`.
+    fn hash128(&self, bytes: &[u8]) -> u128 {
+        xxh3_128_with_secret(bytes, &self.secret[..])
     }
 }
 
-impl BuildHasher for FastHashState {
-    type Hasher = FastHasher;
+impl BuildHasher for HashKeys {
+    type Hasher = NameHasher;
 
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher {
-            keys: self.keys,
-            state: self.keys[2],
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher {
+            state: self.name_seed,
         }
     }
 }
 
 /// The [`Hasher`] of maps whose keys are already keyed hashes (the series
-/// index): the key is its own hash.
+/// indexes): the key is its own hash.
 #[derive(Debug, Clone, Copy, Default)]
 struct HashIsKey(u64);
 
 impl Hasher for HashIsKey {
     fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `u64` keys; any mixing would do.
+        // Not reached for `u64` and `u128` keys; any mixing would do.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
@@ -1253,82 +1456,42 @@ impl Hasher for HashIsKey {
         self.0 = i;
     }
 
+    fn write_u128(&mut self, i: u128) {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the halves of the hash are meant to be split"
+        )]
+        let (low, high) = (i as u64, (i >> 64) as u64);
+        self.0 = low ^ high;
+    }
+
     fn finish(&self) -> u64 {
         self.0
     }
 }
 
-/// The [`Hasher`] of [`FastHashState`], for the builder's maps.
+/// The [`Hasher`] of [`HashKeys`], for the family-name maps: seeded xxh3.
 #[derive(Debug, Clone)]
-struct FastHasher {
-    keys: [u64; 4],
+struct NameHasher {
     state: u64,
 }
 
-impl Hasher for FastHasher {
+impl Hasher for NameHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let hash = hash_bytes(bytes, self.keys[0], self.keys[1]);
-        self.state = folded_multiply(self.state ^ hash, self.keys[3]);
+        self.state = xxh3_64_with_seed(bytes, self.state);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.state = xxh3_64_with_seed(&[i], self.state);
     }
 
     fn write_u64(&mut self, i: u64) {
-        self.state = folded_multiply(self.state ^ i, self.keys[3]);
+        self.state = xxh3_64_with_seed(&i.to_le_bytes(), self.state);
     }
 
     fn finish(&self) -> u64 {
         self.state
     }
-}
-
-/// The full 128-bit product of `a` and `b`, its halves XORed together: the
-/// mixing step of foldhash and wyhash.
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "the halves of the product are meant to be split"
-    )]
-    let (low, high) = (full as u64, (full >> 64) as u64);
-    low ^ high
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u64::from(u32::from_le_bytes(word))
-}
-
-/// A keyed hash of `bytes`. Short inputs are read as two words, which
-/// overlap when they must and cover every byte; the length goes into the
-/// seed, so that overlapping reads of different lengths differ.
-#[inline]
-fn hash_bytes(bytes: &[u8], key: u64, seed: u64) -> u64 {
-    let len = bytes.len();
-    let mut seed = seed ^ (len as u64);
-    let (low, high) = if len > 16 {
-        let mut at = 0;
-        while at + 16 < len {
-            seed = folded_multiply(read_u64(bytes, at) ^ key, read_u64(bytes, at + 8) ^ seed);
-            at += 16;
-        }
-        (read_u64(bytes, len - 16), read_u64(bytes, len - 8))
-    } else if len >= 8 {
-        (read_u64(bytes, 0), read_u64(bytes, len - 8))
-    } else if len >= 4 {
-        (read_u32(bytes, 0), read_u32(bytes, len - 4))
-    } else if len > 0 {
-        let middle_and_last = u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]);
-        (u64::from(bytes[0]), middle_and_last)
-    } else {
-        (0, 0)
-    };
-    folded_multiply(low ^ key, high ^ seed)
 }
 
 /// `name{a="b",...}` for error messages.
@@ -1386,8 +1549,9 @@ mod tests {
 
     #[test]
     fn label_set_hash_ignores_order_and_sees_every_byte() {
-        let state = FastHashState::new();
-        let hash = |line: &str| line_labels(line).hash(line, &state);
+        let keys = HashKeys::new();
+        let mut scratch = Vec::new();
+        let mut hash = |line: &str| line_labels(line).hash(line, &keys, &mut scratch);
         assert_eq!(hash(r#"m{a="1",b="2"} 1"#), hash(r#"m{b="2",a="1"} 1"#));
         assert_eq!(
             hash(r#"m{a="x\"y"} 1"#),
@@ -1406,8 +1570,10 @@ mod tests {
             r#"m{a=""} 1"#,
             r#"m{a="\n"} 1"#,
             r#"m{a="n"} 1"#,
+            r#"m{a="b=c"} 1"#,
+            r#"m{a_b="c"} 1"#,
         ];
-        let hashes: Vec<u64> = distinct.iter().map(|line| hash(line)).collect();
+        let hashes: Vec<u128> = distinct.iter().map(|line| hash(line)).collect();
         for (i, a) in hashes.iter().enumerate() {
             for (j, b) in hashes.iter().enumerate().skip(i + 1) {
                 assert_ne!(a, b, "{} and {}", distinct[i], distinct[j]);
@@ -1416,21 +1582,21 @@ mod tests {
     }
 
     #[test]
-    fn byte_hash_reads_every_byte_of_every_length() {
-        // Flipping any one byte of any length up to 40 changes the hash.
-        let state = FastHashState::new();
-        let [key, seed, ..] = state.keys;
-        for len in 0..=40usize {
-            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            let base = hash_bytes(&bytes, key, seed);
-            for i in 0..len {
-                let mut flipped = bytes.clone();
-                flipped[i] ^= 0x20;
-                assert_ne!(hash_bytes(&flipped, key, seed), base, "len {len}, byte {i}");
+    fn label_sets_that_the_old_hash_confused_are_told_apart() {
+        // Two labels cycling through values, and one numbered label: the
+        // shapes whose 64-bit folded-multiply hashes collided by the
+        // thousand. Every set must have a hash of its own.
+        let keys = HashKeys::new();
+        let mut scratch = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000u32 {
+            for line in [
+                format!("m{{a=\"{}\",b=\"{}\"}} 1", i % 100, i / 100),
+                format!("m{{id=\"{i}\"}} 1"),
+            ] {
+                let hash = line_labels(&line).hash(&line, &keys, &mut scratch);
+                assert!(seen.insert(hash), "{line} collides");
             }
-            let mut longer = bytes.clone();
-            longer.push(0);
-            assert_ne!(hash_bytes(&longer, key, seed), base, "len {len} and a zero");
         }
     }
 

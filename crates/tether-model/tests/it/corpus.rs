@@ -31,7 +31,8 @@
 //! families (NaN equal to NaN), and rendering that again must give the same
 //! bytes. An invalid case must fail at exactly the expected line and column
 //! with the substring in the message, and `check` must report that same
-//! error first.
+//! error first. The streamed check, fed the case in pieces, must report
+//! what `check` does.
 //!
 //! Cases in [`KNOWN_FAILURES`] are parser bugs written down with their
 //! correct expectation; the test requires them to keep failing, so that
@@ -42,6 +43,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use tether_model::{Format, Limits, MetricFamily, check, parse, parse_with_limits, render};
+
+use crate::fuzz_corpus::property::stream_agrees;
 
 /// Cases that fail today because the parser departs from the specification,
 /// as `format/kind/name`.
@@ -161,6 +164,7 @@ fn run_valid(case: &Case) -> Result<(), String> {
         .map_err(|error| format!("expected valid, parse failed: {error}"))?;
 
     let checked = check(&case.input, case.format, case.limits, CHECK_MAX_ERRORS);
+    stream_agrees(&case.input, case.format, case.limits, CHECK_MAX_ERRORS)?;
     if let Some(error) = checked.errors.first() {
         return Err(format!("parse succeeded but check reports: {error}"));
     }
@@ -215,6 +219,7 @@ fn run_invalid(case: &Case, expected: &ExpectedError) -> Result<(), String> {
         return Err(format!("expected {want}\n    got      {error}"));
     }
     let checked = check(&case.input, case.format, case.limits, CHECK_MAX_ERRORS);
+    stream_agrees(&case.input, case.format, case.limits, CHECK_MAX_ERRORS)?;
     match checked.errors.first() {
         Some(first) if *first == error => Ok(()),
         Some(first) => Err(format!(

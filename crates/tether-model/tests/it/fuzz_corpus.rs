@@ -6,7 +6,7 @@
 //! are replayed like the rest.
 
 #[path = "fuzz_property.rs"]
-mod property;
+pub(crate) mod property;
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};

@@ -7,8 +7,9 @@
 //! panic inside the library propagates, since that is a finding too.
 
 use tether_model::{
-    DEFAULT_MAX_MESSAGE_BYTES, Format, Limits, Parser, check, decode_delimited,
-    decode_delimited_frame, encode_delimited, from_proto, parse, parse_with_limits, render,
+    CheckReport, CheckStream, DEFAULT_MAX_MESSAGE_BYTES, Format, Limits, MetricFamily, Parser,
+    check, decode_delimited, decode_delimited_frame, encode_delimited, from_proto, parse,
+    parse_with_limits, render, reserved_label,
 };
 
 /// Limits small enough for fuzz inputs of a few kilobytes to reach each one.
@@ -29,7 +30,8 @@ pub(crate) const SMALL_MAX_MESSAGE_BYTES: usize = 4096;
 ///
 /// For each format: the streaming [`Parser`] runs to its end; `check` and
 /// `parse_with_limits` agree on whether the input is valid and on its
-/// families; what passes the small limits parses the same without them; and
+/// families; the streamed check, fed in pieces of any size, reports what
+/// `check` does; what passes the small limits parses the same without them; and
 /// the parsed families render to an exposition that parses back to the same
 /// families and renders to the same bytes again.
 pub(crate) fn exposition(input: &[u8]) -> Result<(), String> {
@@ -41,6 +43,7 @@ pub(crate) fn exposition(input: &[u8]) -> Result<(), String> {
 
 fn exposition_in(input: &[u8], format: Format) -> Result<(), String> {
     stream_to_end(input, format)?;
+    stream_agrees(input, format, SMALL_LIMITS, MAX_ERRORS)?;
 
     let checked = check(input, format, SMALL_LIMITS, MAX_ERRORS);
     let parsed = parse_with_limits(input, format, SMALL_LIMITS);
@@ -98,6 +101,100 @@ fn exposition_in(input: &[u8], format: Format) -> Result<(), String> {
             "rendering is not stable:\n first:  \"{}\"\n second: \"{}\"",
             rendered.escape_ascii(),
             rendered_again.escape_ascii()
+        ));
+    }
+    Ok(())
+}
+
+/// Feeds `input` to `stream` in pieces of `piece_bytes`.
+pub(crate) fn streamed(mut stream: CheckStream, input: &[u8], piece_bytes: usize) -> CheckReport {
+    for piece in input.chunks(piece_bytes.clamp(1, input.len().max(1))) {
+        stream.feed(piece);
+    }
+    stream.finish()
+}
+
+/// The streamed check of `input` in `format`, fed whole, byte by byte and
+/// in pieces of a few bytes, reports what `check` does.
+pub(crate) fn stream_agrees(
+    input: &[u8],
+    format: Format,
+    limits: Limits,
+    max_errors: usize,
+) -> Result<(), String> {
+    let expected = check(input, format, limits, max_errors);
+    for piece_bytes in [usize::MAX, 1, 5, 64] {
+        let report = streamed(
+            CheckStream::new(format, limits, max_errors),
+            input,
+            piece_bytes,
+        );
+        same_report(&report, &expected, format)
+            .map_err(|violation| format!("streamed in pieces of {piece_bytes}: {violation}"))?;
+    }
+    Ok(())
+}
+
+/// Whether a streamed check's report says what `check` found in `format`.
+pub(crate) fn same_report(
+    report: &CheckReport,
+    checked: &tether_model::Checked,
+    format: Format,
+) -> Result<(), String> {
+    if report.format != format {
+        return Err(format!("format {:?}, expected {format:?}", report.format));
+    }
+    if report.errors != checked.errors {
+        return Err(format!(
+            "errors differ:\n streamed: {:?}\n check:    {:?}",
+            report.errors, checked.errors
+        ));
+    }
+    let metadata: Vec<MetricFamily> = checked
+        .families
+        .iter()
+        .map(|family| MetricFamily {
+            series: Vec::new(),
+            ..family.clone()
+        })
+        .collect();
+    if report.families != metadata {
+        return Err(format!(
+            "families differ:\n streamed: {:?}\n check:    {metadata:?}",
+            report.families
+        ));
+    }
+    for (i, (family, stats)) in checked.families.iter().zip(&report.stats).enumerate() {
+        let mut label_names: Vec<String> = family
+            .series
+            .iter()
+            .flat_map(|series| series.labels.iter().map(|label| label.name.clone()))
+            .collect();
+        label_names.sort();
+        label_names.dedup();
+        let reserved = family.series.iter().find_map(|series| {
+            series.labels.iter().find_map(|label| {
+                reserved_label(family.metric_type, &label.name).map(|why| (label.name.clone(), why))
+            })
+        });
+        let line = checked.family_lines.get(i).copied();
+        if Some(stats.first_line) != line
+            || stats.n_series != family.series.len()
+            || stats.label_names != label_names
+            || stats.reserved_label != reserved
+        {
+            return Err(format!(
+                "family {} differs: streamed {stats:?}; check: line {line:?}, {} series, labels {label_names:?}, reserved {reserved:?}",
+                family.name,
+                family.series.len()
+            ));
+        }
+    }
+    if report.stats.len() != checked.families.len() {
+        return Err(format!(
+            "{} family stats for {} families",
+            report.stats.len(),
+            checked.families.len()
         ));
     }
     Ok(())
@@ -196,9 +293,7 @@ pub(crate) fn delimited(input: &[u8]) -> Result<(), String> {
 
 /// Decodes `input` one frame at a time, as a streaming reader would; the
 /// outer `Err` is a violated property, the inner one a refused input.
-fn decode_frame_by_frame(
-    input: &[u8],
-) -> Result<Result<Vec<tether_model::MetricFamily>, String>, String> {
+fn decode_frame_by_frame(input: &[u8]) -> Result<Result<Vec<MetricFamily>, String>, String> {
     let mut families = Vec::new();
     let mut offset = 0;
     while offset < input.len() {

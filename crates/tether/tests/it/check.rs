@@ -274,3 +274,180 @@ fn collisions_and_reserved_names_a_merge_refuses_are_reported() {
     assert_eq!(output.status.code(), Some(0), "a warning, not an error");
     assert!(stderr.contains("[reserved-name]"), "{stderr}");
 }
+
+/// Runs `tether check` with `args`, writing `write_input`'s bytes to its
+/// standard input from a thread of its own while the output is read.
+fn run_check_streamed(
+    args: &[&str],
+    write_input: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send + 'static,
+) -> Output {
+    let mut child = tether()
+        .arg("check")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tether");
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    let writer = std::thread::spawn(move || {
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut stdin);
+        write_input(&mut buffered).and_then(|()| buffered.flush())
+    });
+    let output = child.wait_with_output().expect("wait for tether");
+    writer
+        .join()
+        .expect("the writer does not panic")
+        .expect("tether reads all of its input");
+    output
+}
+
+#[test]
+fn two_million_series_of_one_family_through_a_pipe_with_duplicates_far_apart() {
+    const N_SERIES: u32 = 2_000_000;
+    let output = run_check_streamed(&[], |input| {
+        writeln!(input, "# HELP big_gauge One gauge, many series.")?;
+        writeln!(input, "# TYPE big_gauge gauge")?;
+        for i in 0..N_SERIES {
+            writeln!(input, "big_gauge{{instance=\"host-{i}\",job=\"api\"}} {i}")?;
+            if i == N_SERIES / 2 {
+                // Series 7 again, a million lines after it.
+                writeln!(input, "big_gauge{{job=\"api\",instance=\"host-7\"}} 0")?;
+            }
+        }
+        // The first series again, at the very end.
+        writeln!(input, "big_gauge{{instance=\"host-0\",job=\"api\"}} 0")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stdout.lines().collect();
+    let middle = N_SERIES / 2 + 4;
+    let last = N_SERIES + 4;
+    assert_eq!(errors.len(), 2, "{stdout}");
+    assert!(
+        errors[0].starts_with(&format!("{middle}:1: "))
+            && errors[0].contains("duplicate")
+            && errors[0].contains("host-7"),
+        "{stdout}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("{last}:1: ")) && errors[1].contains("host-0"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "<stdin>: invalid text 0.0.4: 1 families, {N_SERIES} series, 2 errors, 0 warnings"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_line_over_the_limit_in_a_long_input_is_reported_and_the_rest_checked() {
+    // A 3 MB line, over the 1 MiB default, between valid lines, then a
+    // duplicate: the long line is one error and is not held whole.
+    let output = run_check_streamed(&["--format=text"], |input| {
+        writeln!(input, "# TYPE g gauge")?;
+        for i in 0..1000 {
+            writeln!(input, "g{{i=\"{i}\"}} 1")?;
+        }
+        write!(input, "g{{i=\"")?;
+        let chunk = "x".repeat(1 << 16);
+        for _ in 0..48 {
+            input.write_all(chunk.as_bytes())?;
+        }
+        writeln!(input, "\"}} 1")?;
+        writeln!(input, "g{{i=\"3\"}} 2")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let limit = tether_model::DEFAULT_MAX_LINE_BYTES;
+    assert!(
+        lines[0].starts_with(&format!("1002:{}: ", limit + 1)) && lines[0].contains("longer"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("1003:1: "), "{stdout}");
+}
+
+#[test]
+fn malformed_input_is_reported_at_its_position_when_streamed() {
+    // (input, args, expected first line of stdout)
+    let cases: [(Vec<u8>, &[&str], &str); 5] = [
+        // Not UTF-8 after many valid lines: that error alone.
+        (
+            {
+                let mut input = b"# TYPE g gauge\n".to_vec();
+                for i in 0..50_000 {
+                    input.extend_from_slice(format!("g{{i=\"{i}\"}} 1\n").as_bytes());
+                }
+                input.extend_from_slice(b"g{i=\"\xff\"} 1\nbad{ 1\n");
+                input
+            },
+            &["--format=text"],
+            "50002:6: ",
+        ),
+        // No newline at the end.
+        (b"# TYPE g gauge\ng 1".to_vec(), &["--format=text"], "2:4: "),
+        // OpenMetrics without its `# EOF`.
+        (
+            b"# TYPE g gauge\ng 1\n".to_vec(),
+            &["--format=openmetrics"],
+            "3:1: ",
+        ),
+        // Content after `# EOF`, detected as text (the last line is not
+        // `# EOF`): valid text would exit 0, so make it invalid text.
+        (b"g 1\n# EOF\nbad{ 1\n".to_vec(), &[], "3:6: "),
+        // Binary garbage.
+        (vec![0x00, 0x01, 0x7b, 0x0a], &["--format=text"], "1:1: "),
+    ];
+    for (input, args, expected) in cases {
+        let expected_pipe = run_check(args, &input);
+        let stdout = String::from_utf8_lossy(&expected_pipe.stdout);
+        assert_eq!(expected_pipe.status.code(), Some(1), "{args:?}: {stdout}");
+        assert!(
+            stdout
+                .lines()
+                .next()
+                .is_some_and(|line| line.starts_with(expected)),
+            "{args:?}: expected {expected}, got {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_file_and_a_pipe_are_detected_alike() {
+    let dir = std::env::temp_dir().join(format!("tether-check-detect-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let inputs: [&[u8]; 3] = [
+        b"# TYPE requests counter\nrequests_total 1\n# EOF\n",
+        b"# TYPE requests counter\nrequests 1\n",
+        b"# TYPE requests counter\nrequests 1\n# EOF\n",
+    ];
+    for (i, input) in inputs.iter().enumerate() {
+        let file = dir.join(format!("{i}.prom"));
+        fs::write(&file, input).expect("write file");
+        let from_file = run_check(&[file.to_str().expect("utf-8 path")], b"");
+        let from_pipe = run_check(&[], input);
+        // Standard input redirected from the file, as `< file` does.
+        let redirected = tether()
+            .arg("check")
+            .stdin(fs::File::open(&file).expect("open file"))
+            .output()
+            .expect("run tether");
+        let summary = |output: &Output| {
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            let verdict = stderr.lines().last().unwrap_or("").to_owned();
+            // The source differs; the verdict after it does not.
+            verdict.split_once(": ").map(|(_, rest)| rest.to_owned())
+        };
+        for output in [&from_file, &redirected] {
+            assert_eq!(output.status.code(), from_pipe.status.code(), "case {i}");
+            assert_eq!(output.stdout, from_pipe.stdout, "case {i}");
+            assert_eq!(summary(output), summary(&from_pipe), "case {i}");
+        }
+    }
+    fs::remove_dir_all(&dir).expect("remove temp dir");
+}
