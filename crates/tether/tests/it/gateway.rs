@@ -2,42 +2,11 @@
 //! goes away, and exit status 64 for a configuration that cannot run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-/// How long any step may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Kills the child when dropped, so a failing test leaves nothing behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` over HTTP/1.1; the status line and body.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(DEADLINE))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-/// The address logged after `key` on `line`.
-fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key))
-        .and_then(|addr| addr.parse().ok())
-}
+use crate::support::{DEADLINE, Killed, get, logged_addr};
 
 #[test]
 fn the_gateway_keeps_serving_after_the_reader_of_its_log_pipe_exits() {

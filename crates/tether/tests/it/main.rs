@@ -3,4 +3,6 @@
 mod check;
 mod echo;
 mod gateway;
+mod loadgen;
 mod observe;
+mod support;
