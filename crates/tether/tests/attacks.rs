@@ -48,7 +48,11 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts the gateway on loopback ports with `args` added.
     fn start(args: &[&str]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        // `TETHER_ATTACK_BINARY` runs the attacks against another build
+        // (a release build, to measure; see BENCHMARKS.md).
+        let binary = std::env::var_os("TETHER_ATTACK_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tether").into());
+        let mut child = Command::new(binary)
             .args([
                 "gateway",
                 "--http-listen",
