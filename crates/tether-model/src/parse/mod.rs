@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_secret};
+use xxhash_rust::xxh3::{xxh3_64_with_secret, xxh3_64_with_seed, xxh3_128_with_secret};
 
 pub use lexer::{Entry, LinePos, Parser, RawExemplar, RawLabel, RawLabels, RawLabelsIter, Sample};
 use lexer::{LabelSpan, same_bytes, unescape_into};
@@ -320,16 +320,22 @@ struct Full;
 
 /// A sample line once its family, part and special label are known.
 struct Point<'s, 'a> {
+    /// The sample line.
     sample: &'s Sample<'a>,
+    /// Where its line is.
     pos: LinePos,
+    /// The part of its series it sets.
     part: Part,
+    /// Its family's type.
     metric_type: MetricType,
     /// The value of the `le` or `quantile` label, checked.
     special_value: Option<f64>,
+    /// Whether the input is OpenMetrics.
     om: bool,
 }
 
 impl Point<'_, '_> {
+    /// An error of kind `kind` at `column` of the sample's line.
     fn at(&self, column: u32, kind: ErrorKind) -> ParseError {
         ParseError {
             line: self.pos.line,
@@ -352,6 +358,7 @@ impl Point<'_, '_> {
         self.at(1, kind)
     }
 
+    /// The column of the sample's exemplar.
     fn exemplar_column(&self) -> u32 {
         column_of(self.sample.exemplar_offset, self.sample)
     }
@@ -789,6 +796,9 @@ impl Store for Full {
             .is_some_and(|last| labels.equal_in_order(line, &last.labels))
     }
 
+    // Inlined into the builder's sample path, as it was before there were
+    // two stores: it runs once per sample line.
+    #[inline]
     fn add(
         builder: &mut Builder<Full>,
         index: usize,
@@ -886,8 +896,11 @@ impl Store for Full {
 
 /// Why a histogram bucket line is refused.
 enum BucketError {
+    /// Its `le` is the last bucket's.
     Duplicate,
+    /// It breaks the histogram's shape, for this reason.
     Histogram(&'static str),
+    /// Its exemplar's value is outside the bucket.
     Exemplar,
 }
 
@@ -968,12 +981,7 @@ impl Builder<Full> {
         line: &str,
         pos: LinePos,
     ) -> Result<usize, ParseError> {
-        let hash = labels.hash(line, &self.keys, &mut self.scratch);
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "the index needs 64 of the 128 bits; labels are compared on a match"
-        )]
-        let hash = hash as u64;
+        let hash = labels.hash64(line, &self.keys, &mut self.scratch);
         let FamilyState {
             family,
             n_series,
@@ -1356,11 +1364,17 @@ impl LineLabels {
     /// (see [`HashKeys`]); `scratch` is reused to spell each label.
     fn hash(&self, line: &str, keys: &HashKeys, scratch: &mut Vec<u8>) -> u128 {
         self.iter(line).fold(0u128, |sum, (name, value)| {
-            scratch.clear();
-            scratch.extend_from_slice(name);
-            scratch.push(b'=');
-            scratch.extend_from_slice(value);
+            spell_label(scratch, name, value);
             sum.wrapping_add(keys.hash128(scratch))
+        })
+    }
+
+    /// [`LineLabels::hash`] in 64 bits, cheaper, for an index that compares
+    /// the labels on a match.
+    fn hash64(&self, line: &str, keys: &HashKeys, scratch: &mut Vec<u8>) -> u64 {
+        self.iter(line).fold(0u64, |sum, (name, value)| {
+            spell_label(scratch, name, value);
+            sum.wrapping_add(keys.hash64(scratch))
         })
     }
 
@@ -1382,6 +1396,14 @@ impl LineLabels {
     }
 }
 
+/// `name=value` into `scratch`, the bytes a label is hashed as.
+fn spell_label(scratch: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    scratch.clear();
+    scratch.extend_from_slice(name);
+    scratch.push(b'=');
+    scratch.extend_from_slice(value);
+}
+
 /// The keys of the builder's hashes, drawn from [`RandomState`] once per
 /// parse: a random xxh3 secret, so that an input cannot be crafted to make
 /// its series or families collide (no hash is ever shown).
@@ -1391,10 +1413,12 @@ impl LineLabels {
 /// names hold no `=`, so the encoding is unambiguous). Two distinct sets
 /// differ in at least one label, whose hash is independent of the others,
 /// so their sums collide with probability about 2^-128: a map of millions
-/// of series has no collision in practice. `parse` still compares labels
-/// when two sets share a hash; the streamed check keeps only the hashes.
+/// of series has no collision in practice; the streamed check keeps only
+/// these hashes. `parse` and `check`, which compare labels when two sets
+/// share a hash, use the same sum in 64 bits (xxh3-64), which is cheaper.
 #[derive(Clone)]
 struct HashKeys {
+    /// The xxh3 secret of the label-set hashes, shared by the builder's maps.
     secret: Arc<[u8; SECRET_BYTES]>,
     /// The seed of the family-name maps' hasher.
     name_seed: u64,
@@ -1411,6 +1435,7 @@ impl fmt::Debug for HashKeys {
 }
 
 impl HashKeys {
+    /// Keys drawn at random.
     fn new() -> HashKeys {
         let random = RandomState::new();
         let mut secret = [0u8; SECRET_BYTES];
@@ -1426,6 +1451,11 @@ impl HashKeys {
     /// The 128-bit hash of `bytes`.
     fn hash128(&self, bytes: &[u8]) -> u128 {
         xxh3_128_with_secret(bytes, &self.secret[..])
+    }
+
+    /// The 64-bit hash of `bytes`.
+    fn hash64(&self, bytes: &[u8]) -> u64 {
+        xxh3_64_with_secret(bytes, &self.secret[..])
     }
 }
 
@@ -1473,6 +1503,7 @@ impl Hasher for HashIsKey {
 /// The [`Hasher`] of [`HashKeys`], for the family-name maps: seeded xxh3.
 #[derive(Debug, Clone)]
 struct NameHasher {
+    /// The hash so far, the seed of the next write.
     state: u64,
 }
 
@@ -1482,7 +1513,10 @@ impl Hasher for NameHasher {
     }
 
     fn write_u8(&mut self, i: u8) {
-        self.state = xxh3_64_with_seed(&[i], self.state);
+        // `str` keys end with one `0xff` after their bytes, whose hash is
+        // already mixed: a multiply by an odd constant (a bijection) keeps
+        // it so, where another xxh3 call would cost as much as the name's.
+        self.state = (self.state ^ u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 
     fn write_u64(&mut self, i: u64) {

@@ -130,7 +130,9 @@ impl OpenHistogram {
 /// once per family.
 #[derive(Debug, Default)]
 struct Layouts {
+    /// Each set's index, by the set.
     ids: HashMap<Box<[u64]>, u32>,
+    /// Each set, by its index.
     all: Vec<Box<[u64]>>,
 }
 
@@ -467,11 +469,14 @@ pub struct CheckReport {
 /// found at the end (which come in any order, any number) are added.
 #[derive(Debug)]
 struct ErrorList {
+    /// The errors: the first `max` by position, and some not sorted yet.
     errors: Vec<ParseError>,
+    /// How many are reported.
     max: usize,
 }
 
 impl ErrorList {
+    /// Adds an error; settles the list when it grows well past `max`.
     fn push(&mut self, error: ParseError) {
         self.errors.push(error);
         if self.errors.len() >= self.max.saturating_mul(2).saturating_add(1024) {
@@ -490,7 +495,9 @@ impl ErrorList {
 /// The parse of the input in its format.
 #[derive(Debug)]
 struct Track {
+    /// The format checked.
     format: Format,
+    /// The family layer, with the series in [`Marks`].
     builder: Builder<Marks>,
     /// Where the parser of the last piece stopped.
     state: ResumeState,
@@ -502,6 +509,7 @@ struct Track {
 }
 
 impl Track {
+    /// A parse of an input in `format`, from its start.
     fn new(format: Format, limits: Limits) -> Track {
         Track {
             format,
@@ -675,8 +683,11 @@ struct LongLine {
 /// formats, with two streams, and keep the report of the format detected.
 #[derive(Debug)]
 pub struct CheckStream {
+    /// The parser's limits.
     limits: Limits,
+    /// How many errors are reported.
     max_errors: usize,
+    /// The parse of the whole lines read so far.
     track: Track,
     /// The line being read, without its newline: all of it, or the start
     /// of a line over the limit.
