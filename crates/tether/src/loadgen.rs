@@ -229,6 +229,7 @@ struct Fleet {
 }
 
 impl Tally {
+    /// The fleet's state, locked.
     fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
         // The counters stay meaningful if an agent task panicked.
         self.fleet.lock().unwrap_or_else(PoisonError::into_inner)
@@ -271,14 +272,18 @@ impl Tally {
 /// `max`; a `Welcome` starts it again from `initial`.
 #[derive(Debug)]
 struct Backoff {
+    /// The first bound.
     initial: Duration,
+    /// The largest bound.
     max: Duration,
+    /// The bound of the next delay.
     bound: Duration,
     /// xorshift64* state, seeded per agent.
     rng: u64,
 }
 
 impl Backoff {
+    /// Delays from `initial` up to `max`, drawn from `seed`.
     fn new(initial: Duration, max: Duration, seed: u64) -> Backoff {
         Backoff {
             initial,
@@ -289,6 +294,7 @@ impl Backoff {
         }
     }
 
+    /// Starts again from `initial`, after a `Welcome`.
     fn reset(&mut self) {
         self.bound = self.initial;
     }
@@ -437,10 +443,15 @@ async fn agents(args: &AgentsArgs, stop: CancellationToken) -> Summary {
 /// One simulated agent's settings and dialing state.
 #[derive(Debug)]
 struct Simulated {
+    /// Its number, in its `instance` label (`agent-N`).
     agent: usize,
+    /// How many agents the run has.
     n_agents: usize,
+    /// Series it serves.
     n_series: usize,
+    /// How often its values change.
     update: Duration,
+    /// The delays between its dials.
     backoff: Backoff,
 }
 
@@ -493,6 +504,7 @@ async fn simulate(
 /// An agent's encoded answer, kept across connections.
 #[derive(Debug)]
 struct Answer {
+    /// The families, encoded (see [`encode_families`]).
     families: Bytes,
     /// How many times the values changed.
     round: u64,
