@@ -56,7 +56,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 pub const DEFAULT_MAX_FRAME_BYTES_IN_FLIGHT: usize = 256 << 20;
 /// Default most agent connections that have not completed their handshake
 /// (TLS and Hello); past it the one that has waited longest is closed.
-pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
 /// Default most exposition bodies held at once, each shared by the scrapes
 /// that joined its render; a scrape past it waits, then gets 503.
 pub const DEFAULT_MAX_SCRAPE_BODIES: usize = 8;

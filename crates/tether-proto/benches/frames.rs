@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tether_model::{Label, MetricFamily, MetricType, Series, Value, from_proto, pb, to_proto};
-use tether_proto::{ClientKind, ClientMessage, ScrapeResponse, decode_client_message, scan_client_message};
+use tether_proto::{
+    ClientKind, ClientMessage, ScrapeResponse, decode_client_message, scan_client_message,
+};
 
 /// An answer of one gauge family of `n_series` series with three labels,
 /// as an app's registry sends it.

@@ -121,7 +121,7 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_MAX_FRAME_BYTES_IN_FLIGHT", value_name = "BYTES")]
     max_frame_bytes_in_flight: Option<usize>,
 
-    /// Most agent connections in their handshake (TLS, Hello); past it the longest waiting is closed [default: 256].
+    /// Most agent connections in their handshake (TLS, Hello); past it the longest waiting is closed [default: 1024].
     #[arg(long, env = "TETHER_MAX_HANDSHAKES", value_name = "N")]
     max_handshakes: Option<usize>,
 

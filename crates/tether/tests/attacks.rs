@@ -531,7 +531,14 @@ async fn final_pushes_stay_within_their_byte_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_never_stand_between_an_agent_and_its_handshake() {
     // Silent sockets would hold their slots for a minute.
-    let gateway = Gateway::start(&["--max-agents", "100", "--handshake-timeout-ms", "60000"]);
+    let gateway = Gateway::start(&[
+        "--max-handshakes",
+        "256",
+        "--max-agents",
+        "100",
+        "--handshake-timeout-ms",
+        "60000",
+    ]);
     let baseline = gateway.rss();
     let mut silent = Vec::new();
     for _ in 0..1_000 {

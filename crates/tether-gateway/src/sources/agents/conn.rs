@@ -265,7 +265,7 @@ where
                 }
                 // Look before decoding: what was not asked for, or is over
                 // the limit, is never decoded (decoding amplifies).
-                let shape = match scan(&body).await {
+                let shape = match scan(&body, &shared).await {
                     Ok(shape) => shape,
                     Err(error) => {
                         let kind = reject_kind(&error);
@@ -647,12 +647,15 @@ const SCAN_OFF_RUNTIME_BYTES: usize = 256 * 1024;
 
 /// A frame's kind, id and counts (`scan_client_message`); off the runtime
 /// when large.
-async fn scan(body: &bytes::Bytes) -> Result<tether_proto::Shape, FrameError> {
+async fn scan(
+    body: &bytes::Bytes,
+    shared: &AgentsSource,
+) -> Result<tether_proto::Shape, FrameError> {
     if body.len() < SCAN_OFF_RUNTIME_BYTES {
         return scan_client_message(body);
     }
     let body = body.clone();
-    match tokio::task::spawn_blocking(move || scan_client_message(&body)).await {
+    match shared.off_runtime(move || scan_client_message(&body)).await {
         Ok(shape) => shape,
         // The scan returns errors and does not panic; if it did, the frame
         // is treated as malformed.
@@ -695,7 +698,7 @@ async fn decode(
     if len < DECODE_OFF_RUNTIME_BYTES {
         return work();
     }
-    match tokio::task::spawn_blocking(work).await {
+    match shared.off_runtime(work).await {
         Ok(decoded) => decoded,
         // The closure does not panic (decoding returns errors); if it did,
         // the frame is treated as malformed.

@@ -186,6 +186,8 @@ pub(crate) struct AgentsSource {
     handshakes: Arc<admission::Handshakes>,
     /// When each identity collision was last logged.
     pub(crate) collisions: admission::CollisionLog,
+    /// Frames scanned or decoded on blocking threads at once.
+    decoders: Arc<tokio::sync::Semaphore>,
     /// The listener, taken once by [`Source::run`]; a mutex only because
     /// `run` gets `Arc<Self>`, and it is locked once.
     listener: Mutex<Option<Listener>>,
@@ -226,6 +228,7 @@ impl AgentsSource {
             budget: FrameBudget::new(settings.max_frame_bytes_in_flight),
             handshakes: admission::Handshakes::new(settings.max_handshakes),
             collisions: admission::CollisionLog::default(),
+            decoders: Arc::new(tokio::sync::Semaphore::new(decoder_threads())),
             listener: Mutex::new(Some(Listener {
                 socket,
                 tls: tls.map(|(config, timeout)| (TlsAcceptor::from(config), timeout)),
@@ -235,6 +238,24 @@ impl AgentsSource {
             local_addr,
             settings,
         }))
+    }
+
+    /// Runs `work` (a frame's scan or decode) on a blocking thread, at most
+    /// one per core at a time; the others wait without holding a thread.
+    ///
+    /// Unbounded, a scrape of a thousand agents would decode on hundreds
+    /// of blocking threads at once, and each thread's allocator keeps its
+    /// own pages: that tripled the gateway's peak memory.
+    pub(crate) async fn off_runtime<T, F>(&self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // The semaphore is never closed.
+        let permit = Arc::clone(&self.decoders).acquire_owned().await;
+        let result = tokio::task::spawn_blocking(work).await;
+        drop(permit);
+        result
     }
 
     /// The bound address (with the port the system chose for port 0).
@@ -285,6 +306,11 @@ impl AgentsSource {
             Err(error) => tracing::error!(%error, "cannot serve agents"),
         }
     }
+}
+
+/// Blocking threads that scan and decode agent frames at once: one per core.
+fn decoder_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// Connections the agent listener accepts beyond its agents and its
