@@ -1,44 +1,21 @@
 //! `tether gateway` run as a user runs it: its log on a pipe whose reader
 //! goes away, and exit status 64 for a configuration that cannot run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::support::{DEADLINE, Killed, get, logged_addr};
+use crate::support::{DEADLINE, get, spawn_gateway};
 
 #[test]
 fn the_gateway_keeps_serving_after_the_reader_of_its_log_pipe_exits() {
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "gateway",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tether gateway");
-    let mut child = Killed(child);
-    let stderr = child.0.stderr.take().expect("stderr was piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let (http, agents) = loop {
-        let line = lines
-            .next()
-            .expect("the gateway logs that it listens")
-            .expect("a log line");
-        if line.contains("gateway listening") {
-            break (
-                logged_addr(&line, "http=").expect("the HTTP address"),
-                logged_addr(&line, "agents=").expect("the agent address"),
-            );
-        }
-    };
+    let (mut child, http, agents, lines) = spawn_gateway(&[
+        "--http-listen",
+        "127.0.0.1:0",
+        "--agent-listen",
+        "127.0.0.1:0",
+    ]);
     // The reader goes away, as `| head -1` does.
     drop(lines);
     // Every rejected agent is a WARN line written into the closed pipe.

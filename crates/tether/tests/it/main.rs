@@ -1,5 +1,6 @@
 //! Integration tests of the `tether` binary, run as a user runs it.
 
+mod attacks;
 mod check;
 mod echo;
 mod gateway;

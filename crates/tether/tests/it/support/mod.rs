@@ -1,9 +1,9 @@
 //! What the tests of the binary share: children killed on drop, a plain
 //! HTTP GET, and a gateway started on loopback ports.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long any step may take before the test fails.
@@ -42,44 +42,87 @@ pub(crate) fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
 /// A `tether gateway` child and the addresses it listens on.
 pub(crate) struct Gateway {
     /// Held so that the gateway is killed when this is dropped.
-    _child: Killed,
+    child: Killed,
     pub(crate) http: SocketAddr,
     pub(crate) agents: SocketAddr,
+}
+
+/// The `tether` binary the tests run: this build's, or the one
+/// `TETHER_TEST_BINARY` names (a release build, to measure the attacks;
+/// see BENCHMARKS.md).
+pub(crate) fn tether_binary() -> std::ffi::OsString {
+    std::env::var_os("TETHER_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_tether").into())
+}
+
+/// Starts `tether gateway` with `args` and waits until it logs the
+/// addresses it listens on; its log's further lines are returned unread.
+pub(crate) fn spawn_gateway(
+    args: &[&str],
+) -> (
+    Killed,
+    SocketAddr,
+    SocketAddr,
+    Lines<BufReader<ChildStderr>>,
+) {
+    let child = Command::new(tether_binary())
+        .arg("gateway")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tether gateway");
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().expect("stderr was piped");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the gateway logs that it listens")
+            .expect("a log line");
+        if line.contains("gateway listening") {
+            let http = logged_addr(&line, "http=").expect("the HTTP address");
+            let agents = logged_addr(&line, "agents=").expect("the agent address");
+            return (child, http, agents, lines);
+        }
+    }
 }
 
 impl Gateway {
     /// Starts a gateway on `http` and `agents` (port 0 for any) and waits
     /// until it logs that it listens; its log is drained by a thread.
     pub(crate) fn start(http: &str, agents: &str) -> Gateway {
-        let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["gateway", "--http-listen", http, "--agent-listen", agents])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tether gateway");
-        let mut child = Killed(child);
-        let stderr = child.0.stderr.take().expect("stderr was piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let (http, agents) = loop {
-            let line = lines
-                .next()
-                .expect("the gateway logs that it listens")
-                .expect("a log line");
-            if line.contains("gateway listening") {
-                break (
-                    logged_addr(&line, "http=").expect("the HTTP address"),
-                    logged_addr(&line, "agents=").expect("the agent address"),
-                );
-            }
-        };
+        Gateway::start_with(&["--http-listen", http, "--agent-listen", agents])
+    }
+
+    /// Starts a gateway on loopback ports the system picks, with `args`
+    /// added.
+    pub(crate) fn on_loopback(args: &[&str]) -> Gateway {
+        let mut all = vec![
+            "--http-listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        Gateway::start_with(&all)
+    }
+
+    fn start_with(args: &[&str]) -> Gateway {
+        let (child, http, agents, lines) = spawn_gateway(args);
+        // Read on, so that the gateway never blocks on its log.
         std::thread::spawn(move || lines.for_each(drop));
         Gateway {
-            _child: child,
+            child,
             http,
             agents,
         }
+    }
+
+    /// The gateway's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 
     /// The value of the gauge `name` in the gateway's exposition

@@ -11,9 +11,7 @@
     reason = "the tests report the latencies they measure"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,72 +25,33 @@ use tether_tcp::FramedConn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support;
+
 /// How long any step may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 
-/// A `tether gateway` child process, killed when dropped.
+/// A gateway under attack: the child process, read from `/proc`.
 struct Gateway {
-    child: Child,
+    inner: support::Gateway,
     http: SocketAddr,
     agents: SocketAddr,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Gateway {
     /// Starts the gateway on loopback ports with `args` added.
     fn start(args: &[&str]) -> Gateway {
-        // `TETHER_ATTACK_BINARY` runs the attacks against another build
-        // (a release build, to measure; see BENCHMARKS.md).
-        let binary = std::env::var_os("TETHER_ATTACK_BINARY")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tether").into());
-        let mut child = Command::new(binary)
-            .args([
-                "gateway",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--agent-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tether gateway");
-        let stderr = child.stderr.take().expect("stderr was piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let (http, agents) = loop {
-            let line = lines
-                .next()
-                .expect("the gateway logs that it listens")
-                .expect("a log line");
-            if line.contains("gateway listening") {
-                break (
-                    logged_addr(&line, "http=").expect("the HTTP address"),
-                    logged_addr(&line, "agents=").expect("the agent address"),
-                );
-            }
-        };
-        // Keep reading the log, so that the gateway never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        let inner = support::Gateway::on_loopback(args);
         Gateway {
-            child,
-            http,
-            agents,
+            http: inner.http,
+            agents: inner.agents,
+            inner,
         }
     }
 
     /// A value of `/proc/<pid>/status`, in bytes.
     fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.inner.pid()))
             .expect("read the gateway's status");
         let kib: u64 = status
             .lines()
@@ -183,13 +142,6 @@ impl Gateway {
         );
         agent.close().await;
     }
-}
-
-/// The address logged after `key` on `line`.
-fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key))
-        .and_then(|addr| addr.parse().ok())
 }
 
 /// `GET path` over HTTP/1.1: the status and the body.
