@@ -9,7 +9,7 @@ use crate::support::config;
 use tether_model::{Format, parse};
 use tether_proto::{Hello, Push, RejectReason, ServerKind};
 
-use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, value_of};
+use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, self_metric, value_of};
 
 async fn expect_reject(agent: &mut RawAgent, reason: RejectReason) {
     match agent.recv().await.and_then(|m| m.kind) {
@@ -320,17 +320,12 @@ async fn agents_past_the_cap_are_told_why_and_a_dead_holder_gives_its_identity_u
 
 /// `tether_agent_identity_collisions_total{outcome}` as served now.
 async fn collisions(gateway: &TestGateway, outcome: &str) -> f64 {
-    let families = parse(
-        &get(gateway.http, "/metrics/proxy", &[]).await.body,
-        Format::Text,
-    )
-    .expect("valid output");
-    value_of(
-        &families,
+    self_metric(
+        gateway,
         "tether_agent_identity_collisions_total",
         &[("outcome", outcome)],
     )
-    .unwrap_or(0.0)
+    .await
 }
 
 #[tokio::test]

@@ -10,20 +10,33 @@ use tether_model::{Format, parse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, value_of};
+use crate::support::{PATIENCE, RawAgent, TestGateway, gauge, get, self_metric, value_of};
 
 async fn closed_by_gateway(reason: &str, gateway: &TestGateway) -> f64 {
-    let families = parse(
-        &get(gateway.http, "/metrics/proxy", &[]).await.body,
-        Format::Text,
-    )
-    .expect("valid output");
-    value_of(
-        &families,
+    self_metric(
+        gateway,
         "tether_http_connections_closed_total",
         &[("reason", reason)],
     )
-    .unwrap_or(0.0)
+    .await
+}
+
+/// An agent whose answer renders far larger than the sockets' buffers.
+async fn big_agent(gateway: &TestGateway) -> tokio::task::JoinHandle<()> {
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
+    let values: Vec<(String, f64)> = (0..200_000).map(|i| (format!("{i:08}"), 1.0)).collect();
+    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    agent.serve(vec![gauge("wide_metric_with_a_long_name", &values)])
+}
+
+/// A scraper that sends `GET /metrics` and does not read the response.
+async fn stalled_scraper(gateway: &TestGateway) -> TcpStream {
+    let mut stalled = TcpStream::connect(gateway.http).await.expect("connect");
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    stalled
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,16 +115,8 @@ async fn a_scraper_that_does_not_read_is_dropped_at_the_write_deadline() {
         ..RawConfig::loopback()
     })
     .await;
-    // An agent with an answer far larger than the sockets' buffers.
-    let (agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
-    let values: Vec<(String, f64)> = (0..200_000).map(|i| (format!("{i:08}"), 1.0)).collect();
-    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let _serving = agent.serve(vec![gauge("wide_metric_with_a_long_name", &values)]);
-    let mut stalled = TcpStream::connect(gateway.http).await.expect("connect");
-    stalled
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send");
+    let _serving = big_agent(&gateway).await;
+    let mut stalled = stalled_scraper(&gateway).await;
     // Not reading: the gateway gives up on the response and counts it.
     let counted = tokio::time::timeout(PATIENCE, async {
         loop {
@@ -141,16 +146,9 @@ async fn a_scrape_past_the_bound_of_bodies_gets_503_with_retry_after() {
         ..RawConfig::loopback()
     })
     .await;
-    let (agent, _) = RawAgent::hello(gateway.agents, "j", "big", "").await;
-    let values: Vec<(String, f64)> = (0..200_000).map(|i| (format!("{i:08}"), 1.0)).collect();
-    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let _serving = agent.serve(vec![gauge("wide_metric_with_a_long_name", &values)]);
+    let _serving = big_agent(&gateway).await;
     // A scraper that does not read holds the one body of /metrics.
-    let mut stalled = TcpStream::connect(gateway.http).await.expect("connect");
-    stalled
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send");
+    let stalled = stalled_scraper(&gateway).await;
     let mut first_byte = [0u8; 1];
     tokio::time::timeout(PATIENCE, stalled.peek(&mut first_byte))
         .await

@@ -339,6 +339,17 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A gateway metric's value as `/metrics/proxy` serves it now; 0 when
+/// absent.
+pub(crate) async fn self_metric(gateway: &TestGateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let families = tether_model::parse(
+        &get(gateway.http, "/metrics/proxy", &[]).await.body,
+        tether_model::Format::Text,
+    )
+    .expect("valid output");
+    value_of(&families, name, labels).unwrap_or(0.0)
+}
+
 /// The value of the series of `family` whose labels include all of `labels`.
 pub(crate) fn value_of(
     families: &[tether_model::MetricFamily],
