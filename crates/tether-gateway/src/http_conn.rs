@@ -8,7 +8,13 @@
 //! watchdog beside the connection closes it when a client is waiting too
 //! long to send headers (a silent new connection, a one-byte-a-second
 //! sender) or has sent nothing for the idle timeout between requests.
+//!
+//! Every connection, from accept (TLS included), is in [`Connections`]. At
+//! `--max-http-connections` a new connection closes the one that has
+//! waited longest with no request in flight, so silent sockets, however
+//! many, never keep a real scrape waiting for a header deadline.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -20,6 +26,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +52,79 @@ pub(crate) struct ConnLimits {
     pub(crate) write: Duration,
     /// Most concurrent HTTP/2 streams (requests) on the connection.
     pub(crate) http2_max_streams: u32,
+}
+
+/// Every HTTP connection open, oldest first, and the cap past which the
+/// oldest with no request in flight is closed to make room.
+#[derive(Debug)]
+pub(crate) struct Connections {
+    cap: usize,
+    /// Short sections (an insert, a removal, a scan of the cap's length),
+    /// never across an await.
+    open: Mutex<BTreeMap<u64, (Arc<Activity>, CancellationToken)>>,
+    next_id: AtomicU64,
+}
+
+impl Connections {
+    /// Connections beyond `cap` evict.
+    pub(crate) fn new(cap: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            cap,
+            open: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Admits a connection just accepted; at the cap, first tells the one
+    /// waiting longest with no request in flight to close.
+    pub(crate) fn admit(self: &Arc<Self>) -> Admitted {
+        let activity = Arc::new(Activity::new());
+        let evicted = CancellationToken::new();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock();
+        if open.len() >= self.cap {
+            let idle = open
+                .iter()
+                .filter(|(_, (activity, token))| {
+                    activity.in_flight.load(Ordering::Acquire) == 0 && !token.is_cancelled()
+                })
+                .min_by_key(|(_, (activity, _))| activity.waiting_since())
+                .map(|(id, _)| *id);
+            if let Some((_, token)) = idle.and_then(|id| open.remove(&id)) {
+                token.cancel();
+            }
+        }
+        open.insert(id, (Arc::clone(&activity), evicted.clone()));
+        drop(open);
+        Admitted {
+            connections: Arc::clone(self),
+            id,
+            activity,
+            evicted,
+        }
+    }
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    connections: Arc<Connections>,
+    id: u64,
+    activity: Arc<Activity>,
+    evicted: CancellationToken,
+}
+
+impl Admitted {
+    /// Cancelled when the connection is closed to make room.
+    pub(crate) fn evicted(&self) -> &CancellationToken {
+        &self.evicted
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.connections.open.lock().remove(&self.id);
+    }
 }
 
 /// What the IO, the service and the watchdog of one connection share.
@@ -85,6 +165,11 @@ impl Activity {
 
     fn at(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms)
+    }
+
+    /// When the connection began waiting for its next request.
+    fn waiting_since(&self) -> Instant {
+        self.at(self.waiting_since_ms.load(Ordering::Acquire))
     }
 
     fn touch(&self) {
@@ -227,13 +312,14 @@ pub(crate) async fn serve<S>(
     stream: S,
     router: axum::Router,
     deadlines: ConnLimits,
+    admitted: &Admitted,
     shutdown: CancellationToken,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::clone(&admitted.activity);
     let io = Deadlined {
         inner: stream,
         activity: Arc::clone(&activity),
@@ -266,7 +352,15 @@ where
         .initial_stream_window_size(HTTP2_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_WINDOW_BYTES);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let result = drive(connection, &activity, deadlines, shutdown, &telemetry).await;
+    let result = drive(
+        connection,
+        &activity,
+        deadlines,
+        admitted.evicted(),
+        shutdown,
+        &telemetry,
+    )
+    .await;
     if activity.write_timed_out.load(Ordering::Acquire) {
         telemetry.http_connection_closed(CloseReason::Write);
     }
@@ -278,6 +372,7 @@ async fn drive<C>(
     connection: C,
     activity: &Activity,
     deadlines: ConnLimits,
+    evicted: &CancellationToken,
     shutdown: CancellationToken,
     telemetry: &Telemetry,
 ) -> Result<(), String>
@@ -297,6 +392,10 @@ where
         tokio::select! {
             result = connection.as_mut() => return result.map_err(|e| e.to_string()),
             () = shutdown.cancelled() => break,
+            () = evicted.cancelled() => {
+                telemetry.http_connection_closed(CloseReason::Evicted);
+                break;
+            }
             () = tokio::time::sleep_until(wake) => {
                 let Some(reason) = reason else { continue };
                 // Still due? A request may have begun meanwhile.

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::http_conn::ConnLimits;
+use crate::http_conn::{Admitted, ConnLimits, Connections};
 use crate::sources::Sources;
 use crate::state::{SelfFamilies, Shared};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{CloseReason, Telemetry};
 
 /// Where the gateway's own metrics go, and how to read them back.
 ///
@@ -121,16 +121,25 @@ impl Gateway {
                 http2_max_streams: config.http.http2_max_streams,
             };
             let telemetry = Arc::clone(&shared.telemetry);
+            let connections = Connections::new(config.http.max_connections);
             let handler = move |stream: MeteredStream, conn: Connection| {
                 let router = router.clone();
                 let tls = tls.clone();
                 let telemetry = Arc::clone(&telemetry);
-                async move { serve_http(stream, conn, router, tls, deadlines, telemetry).await }
+                let admitted = connections.admit();
+                async move {
+                    serve_http(stream, conn, router, tls, deadlines, admitted, telemetry).await
+                }
             };
             Server::new(
                 ListenerMetrics::new("http", self_metrics.recorder.as_ref()),
                 ServerConfig {
-                    max_connections: config.http.max_connections,
+                    // Room above the cap, so that accept goes on while the
+                    // connections evicted to make room close.
+                    max_connections: config
+                        .http
+                        .max_connections
+                        .saturating_add(HTTP_ACCEPT_HEADROOM),
                     shutdown_timeout: config.shutdown_timeout,
                     ..ServerConfig::default()
                 },
@@ -189,6 +198,10 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// HTTP connections accepted beyond `--max-http-connections` while the
+/// ones evicted to make room close.
+const HTTP_ACCEPT_HEADROOM: usize = 64;
+
 /// Serves one HTTP connection, TLS first when configured.
 async fn serve_http(
     stream: MeteredStream,
@@ -196,18 +209,28 @@ async fn serve_http(
     router: axum::Router,
     tls: Option<(TlsAcceptor, Duration)>,
     deadlines: ConnLimits,
+    admitted: Admitted,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), String> {
     let shutdown = conn.shutdown_token().clone();
     match tls {
-        None => crate::http_conn::serve(stream, router, deadlines, shutdown, telemetry).await,
+        None => {
+            crate::http_conn::serve(stream, router, deadlines, &admitted, shutdown, telemetry).await
+        }
         Some((acceptor, timeout)) => {
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout(timeout, acceptor.accept(stream)) => accepted,
+                () = admitted.evicted().cancelled() => {
+                    telemetry.http_connection_closed(CloseReason::Evicted);
+                    return Err("closed during its TLS handshake to make room".to_owned());
+                }
+            };
+            let stream = match accepted {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => return Err(format!("TLS handshake: {error}")),
                 Err(_) => return Err("TLS handshake timed out".to_owned()),
             };
-            crate::http_conn::serve(stream, router, deadlines, shutdown, telemetry).await
+            crate::http_conn::serve(stream, router, deadlines, &admitted, shutdown, telemetry).await
         }
     }
 }

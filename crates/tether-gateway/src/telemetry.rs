@@ -149,16 +149,25 @@ pub(crate) enum CloseReason {
     Idle,
     /// The write deadline: a response write stayed blocked on a client that does not read.
     Write,
+    /// The connection cap was reached: the connection waiting longest with
+    /// no request in flight made room for a new one.
+    Evicted,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 3] = [CloseReason::Header, CloseReason::Idle, CloseReason::Write];
+    const ALL: [CloseReason; 4] = [
+        CloseReason::Header,
+        CloseReason::Idle,
+        CloseReason::Write,
+        CloseReason::Evicted,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             CloseReason::Header => "header_timeout",
             CloseReason::Idle => "idle_timeout",
             CloseReason::Write => "write_timeout",
+            CloseReason::Evicted => "evicted",
         }
     }
 }
@@ -316,7 +325,7 @@ impl Telemetry {
         describe(
             "tether_http_connections_closed_total",
             Unit::Count,
-            "HTTP connections the gateway closed, by reason: header_timeout, idle_timeout, write_timeout.",
+            "HTTP connections the gateway closed, by reason: header_timeout, idle_timeout, write_timeout, evicted (at --max-http-connections, the one waiting longest with no request in flight).",
             0,
         );
         describe(

@@ -104,7 +104,15 @@ async fn idle_sockets_and_a_slow_header_sender_do_not_delay_a_real_scrape() {
     }))
     .await;
     assert!(closed.iter().all(|&c| c), "every idle socket was closed");
-    assert!(closed_by_gateway("header_timeout", &gateway).await >= 2_001.0);
+    // Past the cap of 1,024, each new socket evicted the one waiting
+    // longest; the rest, and the slow sender, met the header deadline.
+    let evicted = closed_by_gateway("evicted", &gateway).await;
+    let timed_out = closed_by_gateway("header_timeout", &gateway).await;
+    assert!(evicted >= 2_000.0 - 1_024.0, "{evicted} evicted");
+    assert!(
+        evicted + timed_out >= 2_001.0,
+        "{evicted} + {timed_out} closed"
+    );
     gateway.stop().await;
 }
 
@@ -185,5 +193,35 @@ async fn a_scrape_past_the_bound_of_bodies_gets_503_with_retry_after() {
         Some(1.0)
     );
     drop(stalled);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_past_the_cap_make_room_for_a_real_scrape() {
+    // A header deadline longer than the test: only eviction can make room.
+    let gateway = TestGateway::start_observed(RawConfig {
+        http_header_timeout_ms: Some(120_000),
+        max_http_connections: Some(200),
+        ..RawConfig::loopback()
+    })
+    .await;
+    let silent: Vec<TcpStream> = join_all((0..400).map(|_| TcpStream::connect(gateway.http)))
+        .await
+        .into_iter()
+        .map(|c| c.expect("connect a silent socket"))
+        .collect();
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "real", "").await;
+    let _serving = agent.serve(vec![gauge("g", &[("x", 1.0)])]);
+    let scrape = tokio::time::timeout(PATIENCE, get(gateway.http, "/metrics", &[]))
+        .await
+        .expect("the scrape is answered though the cap is full of silent sockets");
+    let families = parse(&scrape.body, Format::Text).expect("valid output");
+    assert_eq!(
+        value_of(&families, "g", &[("instance", "real"), ("k", "x")]),
+        Some(1.0)
+    );
+    let evicted = closed_by_gateway("evicted", &gateway).await;
+    assert!(evicted >= 400.0 - 200.0, "{evicted} evicted");
+    drop(silent);
     gateway.stop().await;
 }
