@@ -231,6 +231,19 @@ impl Expositions {
                 }
             };
             telemetry.set_bodies_held(pools.held());
+            // The render runs as a task of its own that holds the permit to
+            // its end: when every scrape waiting for it goes away, the work
+            // already on a blocking thread cannot be stopped, and it still
+            // counts against the bound until it is done.
+            let task = tokio::spawn(async move {
+                let rendered = render.await;
+                (rendered, permit)
+            });
+            let Ok((rendered, permit)) = task.await else {
+                return Err(RenderError::Failed(
+                    "rendering the exposition failed".to_owned(),
+                ));
+            };
             // Dropped on an error, the permit goes back at once.
             let mut body = Body {
                 bytes: Vec::new(),
@@ -238,7 +251,7 @@ impl Expositions {
                 pools,
                 telemetry,
             };
-            body.bytes = render.await?;
+            body.bytes = rendered?;
             Ok(Bytes::from_owner(body))
         }
     }
@@ -384,6 +397,45 @@ mod tests {
             drop(held);
         });
         assert_eq!(after.0.as_deref(), Ok(&b"after"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_render_whose_scrapes_all_left_holds_its_permit_to_its_end() {
+        let expositions = Arc::new(expositions(1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (release, released) = oneshot::channel::<()>();
+        let (started, is_started) = oneshot::channel::<()>();
+        let scrape = tokio::spawn({
+            let expositions = Arc::clone(&expositions);
+            async move {
+                expositions
+                    .join_or_render(Scope::All, TEXT, deadline, || async move {
+                        let _ = started.send(());
+                        let _ = released.await;
+                        Ok(b"late".to_vec())
+                    })
+                    .await
+            }
+        });
+        is_started.await.expect("the render started");
+        // The scrape goes away; its render goes on, and keeps the bound.
+        scrape.abort();
+        let (refused, _) = expositions
+            .join_or_render(Scope::All, GZIP, deadline, || async {
+                Ok(b"gzip".to_vec())
+            })
+            .await;
+        assert_eq!(refused, Err(RenderError::Busy { max_bodies: 1 }));
+        let _ = release.send(());
+        let (after, _) = expositions
+            .join_or_render(
+                Scope::All,
+                GZIP,
+                Instant::now() + Duration::from_secs(10),
+                || async { Ok(b"after".to_vec()) },
+            )
+            .await;
+        assert_eq!(after.as_deref(), Ok(&b"after"[..]));
     }
 
     #[tokio::test]

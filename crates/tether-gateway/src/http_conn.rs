@@ -88,7 +88,15 @@ impl Connections {
                 .filter(|(_, (activity, token))| {
                     activity.in_flight.load(Ordering::Acquire) == 0 && !token.is_cancelled()
                 })
-                .min_by_key(|(_, (activity, _))| activity.waiting_since())
+                // Those that sent nothing first, then those part way through
+                // a request head (which may be about to reach the router);
+                // the one waiting longest of each.
+                .min_by_key(|(_, (activity, _))| {
+                    (
+                        activity.read_since_wait.load(Ordering::Acquire),
+                        activity.waiting_since(),
+                    )
+                })
                 .map(|(id, _)| *id);
             if let Some((_, token)) = idle.and_then(|id| open.remove(&id)) {
                 token.cancel();

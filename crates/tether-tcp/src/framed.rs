@@ -147,6 +147,20 @@ impl<S> FramedConn<S> {
         }
     }
 
+    /// From now on, takes each frame longer than a read chunk from
+    /// `budget` (see [`with_budget`](Self::with_budget)): for a connection
+    /// that must prove itself before it may use the shared budget. Call it
+    /// between frames.
+    pub fn set_budget(&mut self, budget: FrameBudget) {
+        self.budget = Some(budget);
+    }
+
+    /// Whether the frame being read waits for the budget: its peer is not
+    /// silent, the reader is holding it back.
+    pub fn waiting_for_budget(&self) -> bool {
+        self.waited
+    }
+
     /// The stream, to read its addresses or set socket options.
     pub fn get_ref(&self) -> &S {
         &self.stream
@@ -810,6 +824,8 @@ mod tests {
             assert!(poll_once(second.read_frame(1 << 20)).is_pending());
         }
         assert_eq!(budget.waits(), 1, "the second frame waits, counted once");
+        assert!(second.waiting_for_budget());
+        assert!(!first.waiting_for_budget());
         assert_eq!(second.buffered_bytes(), READ_CHUNK_BYTES);
         assert!(
             second.read_buf.capacity() < big.len(),

@@ -501,6 +501,29 @@ async fn simulate(
     }
 }
 
+/// How long an agent's Goodbye may take at the end of the run.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Writes `bytes`, unless the run ends first (`Ok(false)`): a gateway that
+/// stops reading cannot hold an agent past the end of the run.
+async fn write_until(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    stop: &CancellationToken,
+) -> Result<bool, String> {
+    tokio::select! {
+        () = stop.cancelled() => Ok(false),
+        written = stream.write_all(bytes) => written.map(|()| true).map_err(|e| format!("write: {e}")),
+    }
+}
+
+/// The run ended while the agent was connected (if `welcomed`): counted.
+fn ended(welcomed: bool, tally: &Tally) {
+    if welcomed {
+        tally.connected_at_end.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// An agent's encoded answer, kept across connections.
 #[derive(Debug)]
 struct Answer {
@@ -570,7 +593,9 @@ async fn serve(
             let goodbye = tether_proto::encode_to_vec(&ClientMessage::from(Goodbye {
                 reason: "load test over".to_owned(),
             }));
-            let _ = stream.write_all(&goodbye).await;
+            // Best effort: a gateway that stopped reading does not hold the
+            // summary.
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, stream.write_all(&goodbye)).await;
             return Ok(());
         };
         let message = tether_proto::decode_server_message(body).map_err(|e| e.to_string())?;
@@ -591,10 +616,10 @@ async fn serve(
                     next_update = Instant::now() + sim.update;
                 }
                 answer_frame(request.id, &answer.families, &mut frame);
-                stream
-                    .write_all(&frame)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
+                if !write_until(&mut stream, &frame, stop).await? {
+                    ended(*welcomed, tally);
+                    return Ok(());
+                }
                 tally.scrapes_answered.fetch_add(1, Ordering::Relaxed);
                 tally
                     .bytes_sent
@@ -603,10 +628,10 @@ async fn serve(
             Some(ServerKind::Ping(ping)) => {
                 let pong =
                     tether_proto::encode_to_vec(&ClientMessage::from(Pong { nonce: ping.nonce }));
-                stream
-                    .write_all(&pong)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
+                if !write_until(&mut stream, &pong, stop).await? {
+                    ended(*welcomed, tally);
+                    return Ok(());
+                }
             }
             _ => {}
         }

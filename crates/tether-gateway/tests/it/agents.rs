@@ -572,3 +572,50 @@ async fn a_brute_force_is_throttled_per_address_and_other_agents_get_in() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_hellos_cannot_take_the_frame_budget_from_agents() {
+    let gateway = TestGateway::start_observed(RawConfig {
+        max_frame_bytes: Some(1 << 20),
+        max_frame_bytes_in_flight: Some(1 << 20),
+        handshake_timeout_ms: Some(120_000),
+        ..RawConfig::loopback()
+    })
+    .await;
+    // 30 connections start a 60 KiB Hello and stop: 1.8 MiB announced.
+    let mut stalled = Vec::new();
+    for _ in 0..30 {
+        let mut agent = RawAgent::connect(gateway.agents).await;
+        // The header of a 61,440-byte body (a varint), then 5 KiB of it.
+        let mut partial = vec![0x80, 0xe0, 0x03];
+        partial.extend_from_slice(&[0x0a; 5 << 10]);
+        agent.write_raw(&partial).await;
+        stalled.push(agent);
+    }
+    // A real agent's answer far above a read chunk is read at once.
+    let (agent, _) = RawAgent::hello(gateway.agents, "j", "real", "").await;
+    let values: Vec<(String, f64)> = (0..5_000).map(|i| (format!("{i:06}"), 1.0)).collect();
+    let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let _serving = agent.serve(vec![gauge("g", &values)]);
+    let families = parse(
+        &get(
+            gateway.http,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", "10")],
+        )
+        .await
+        .body,
+        Format::Text,
+    )
+    .expect("valid output");
+    assert_eq!(
+        value_of(&families, "tether_agent_up", &[("instance", "real")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        self_metric(&gateway, "tether_agent_frame_budget_waits_total", &[]).await,
+        0.0
+    );
+    drop(stalled);
+    gateway.stop().await;
+}

@@ -99,7 +99,9 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = FramedConn::with_budget(stream, shared.budget.clone());
+    // The Hello (at most 64 KiB) is read outside the shared frame budget:
+    // connections that have not authenticated must not be able to take it.
+    let mut conn = FramedConn::new(stream);
     let config = &shared.settings;
     let first_frame = tokio::select! {
         read = tokio::time::timeout(
@@ -216,6 +218,7 @@ where
         Err((kind, message)) => return reject(&mut conn, &shared, kind, message).await,
     };
     drop(handshake);
+    conn.set_budget(shared.budget.clone());
     let Registered {
         guard,
         mut commands,
@@ -357,10 +360,14 @@ where
                 let (timeout, reply) = match command {
                     Some(Command::Scrape { timeout, reply }) => (timeout, reply),
                     Some(Command::Probe { reply }) => {
+                        // Alive when a frame is arriving (or waits for the
+                        // budget), and while it is too busy to be asked.
                         probes.retain(|probe| !probe.is_closed());
-                        if probes.len() < MAX_PENDING_SCRAPES {
-                            probes.push(reply);
+                        if conn.buffered_bytes() > 0 || conn.waiting_for_budget() || probes.len() >= MAX_PENDING_SCRAPES {
+                            let _ = reply.send(());
+                            continue;
                         }
+                        probes.push(reply);
                         send(&mut conn, &ServerMessage::from(Ping { nonce: next_nonce }), dead_after).await?;
                         next_nonce += 1;
                         continue;
@@ -389,6 +396,10 @@ where
                 .await?;
             }
             _ = ticks.tick() => {
+                if conn.waiting_for_budget() {
+                    // The gateway holds the agent back, not the reverse.
+                    last_heard = Instant::now();
+                }
                 let silent = last_heard.elapsed();
                 if silent >= dead_after {
                     break Err(ConnectionError::Dead(silent));

@@ -251,11 +251,14 @@ impl AgentsSource {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        // The semaphore is never closed.
+        // The semaphore is never closed. The permit goes with the work, so
+        // that it is held until the work ends even if the caller goes away.
         let permit = Arc::clone(&self.decoders).acquire_owned().await;
-        let result = tokio::task::spawn_blocking(work).await;
-        drop(permit);
-        result
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
     }
 
     /// The bound address (with the port the system chose for port 0).

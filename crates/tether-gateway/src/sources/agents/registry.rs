@@ -116,11 +116,14 @@ pub(crate) enum ScrapeFailure {
 
 impl AgentHandle {
     /// Whether the agent shows it is alive (answers a ping, or sends
-    /// anything) within `timeout`.
+    /// anything) within `timeout`. A connection too busy to take the
+    /// question (its queue full) is alive; one that has closed is not.
     pub(crate) async fn probe(&self, timeout: Duration) -> bool {
         let (reply, heard) = oneshot::channel();
-        if self.commands.try_send(Command::Probe { reply }).is_err() {
-            return false;
+        match self.commands.try_send(Command::Probe { reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
         }
         matches!(tokio::time::timeout(timeout, heard).await, Ok(Ok(())))
     }
@@ -553,6 +556,29 @@ mod tests {
         assert_eq!(registry.n_agents(), 1, "the old guard leaves the new agent");
         drop(second);
         assert_eq!(registry.n_agents(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_holder_too_busy_to_be_asked_is_alive_and_a_closed_one_is_not() {
+        let registry = Arc::new(Registry::default());
+        let keep = IdentityCollision::KeepConnected;
+        let (holder, _) = join(&registry, identity("a", "1"), 10, keep).expect("room");
+        let Err(RegisterError::InUse { holder: handle }) =
+            join(&registry, identity("a", "1"), 10, keep)
+        else {
+            panic!("the identity is held");
+        };
+        // Its connection task does not read its queue: fill it.
+        for _ in 0..AGENT_COMMAND_QUEUE {
+            let (reply, _) = oneshot::channel();
+            handle
+                .commands
+                .try_send(Command::Probe { reply })
+                .expect("room in the queue");
+        }
+        assert!(handle.probe(Duration::from_secs(1)).await, "busy is alive");
+        drop(holder);
+        assert!(!handle.probe(Duration::from_secs(1)).await, "closed is not");
     }
 
     #[test]
