@@ -225,3 +225,26 @@ async fn silent_sockets_past_the_cap_make_room_for_a_real_scrape() {
     drop(silent);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_refused_with_431() {
+    let gateway = TestGateway::start(tether_gateway::Config::loopback()).await;
+    let mut client = TcpStream::connect(gateway.http).await.expect("connect");
+    let padding = "p".repeat(70 * 1024);
+    client
+        .write_all(
+            format!("GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, client.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 431"),
+        "{}",
+        response.lines().next().unwrap_or("no response")
+    );
+    gateway.stop().await;
+}

@@ -262,6 +262,19 @@ impl MarkFamily {
     }
 }
 
+/// Counts a new series against the input's limit.
+fn count_new_series(
+    n_series: &mut usize,
+    max_series: usize,
+    point: &Point<'_, '_>,
+) -> Result<(), ParseError> {
+    if *n_series >= max_series {
+        return Err(point.at(1, ErrorKind::TooManySeries { limit: max_series }));
+    }
+    *n_series += 1;
+    Ok(())
+}
+
 impl Store for Marks {
     type Family = MarkFamily;
 
@@ -309,15 +322,7 @@ impl Store for Marks {
                 }
                 return Err(point.duplicate(previous_timestamp));
             }
-            if builder.n_series >= builder.limits.max_series {
-                return Err(point.at(
-                    1,
-                    ErrorKind::TooManySeries {
-                        limit: builder.limits.max_series,
-                    },
-                ));
-            }
-            builder.n_series += 1;
+            count_new_series(&mut builder.n_series, builder.limits.max_series, point)?;
             state.n_series += 1;
             family.note_labels(metric_type, labels, line);
             family.keep_last_labels(labels, line);
@@ -330,15 +335,7 @@ impl Store for Marks {
         let is_last = family.last.is_some_and(|(last, _)| last == key);
         if !is_last && !marks.series.contains_key(&key) {
             // A new series.
-            if builder.n_series >= builder.limits.max_series {
-                return Err(point.at(
-                    1,
-                    ErrorKind::TooManySeries {
-                        limit: builder.limits.max_series,
-                    },
-                ));
-            }
-            builder.n_series += 1;
+            count_new_series(&mut builder.n_series, builder.limits.max_series, point)?;
             state.n_series += 1;
             family.note_labels(metric_type, labels, line);
             family.keep_last_labels(labels, line);

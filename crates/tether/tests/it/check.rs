@@ -12,21 +12,8 @@ fn tether() -> Command {
 
 /// Runs `tether check` with `args`, feeding `stdin`.
 fn run_check(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = tether()
-        .arg("check")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tether");
-    child
-        .stdin
-        .take()
-        .expect("stdin was piped")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for tether")
+    let stdin = stdin.to_vec();
+    run_check_streamed(args, move |input| input.write_all(&stdin))
 }
 
 fn corpus_dir() -> PathBuf {
