@@ -216,6 +216,38 @@ raw_config! {
     stream_max_series: usize,
     /// Most bytes one stream source may hold.
     stream_max_bytes: usize,
+    /// Directory of the durable push store.
+    data_dir: PathBuf,
+    /// Keep pushed groups in memory only.
+    no_persistence: bool,
+    /// Time a pushed group stays served, in seconds (0 = until deleted).
+    push_ttl_secs: u64,
+    /// Serve `PUT /api/v1/admin/wipe`.
+    enable_admin_api: bool,
+    /// Largest push body as sent, in bytes.
+    push_max_body_bytes: usize,
+    /// Largest push body once decompressed, in bytes.
+    push_max_decompressed_bytes: usize,
+    /// Most series in one push.
+    push_max_series_per_push: usize,
+    /// Most push groups.
+    push_max_groups: usize,
+    /// Most series in all push groups.
+    push_max_series: usize,
+    /// Longest metric or label name in a push, in bytes.
+    push_max_name_bytes: usize,
+    /// Longest label value or help text in a push, in bytes.
+    push_max_label_value_bytes: usize,
+    /// Time a push body may take to arrive, in milliseconds.
+    push_body_timeout_ms: u64,
+    /// Most bytes of push bodies being read and checked at once.
+    push_max_bytes_in_flight: usize,
+    /// Bearer tokens pushes may present; with basic auth users, pushes need one of them.
+    push_token: Vec<String>,
+    /// Basic auth users for pushes, `USER:PASSWORD` or `USER:BCRYPT-HASH`.
+    push_basic_auth: Vec<String>,
+    /// Jobs whose pushes always add into their group (aggregation).
+    push_aggregate_job: Vec<String>,
 }
 
 impl RawConfig {
@@ -224,12 +256,14 @@ impl RawConfig {
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
     }
 
-    /// Both listeners on `127.0.0.1:0`, so the system picks free ports:
-    /// the start of a configuration for tests and embedding.
+    /// Both listeners on `127.0.0.1:0`, so the system picks free ports,
+    /// and pushes in memory only: the start of a configuration for tests
+    /// and embedding.
     pub fn loopback() -> RawConfig {
         RawConfig {
             http_listen: Some("127.0.0.1:0".to_owned()),
             agent_listen: Some("127.0.0.1:0".to_owned()),
+            no_persistence: Some(true),
             ..RawConfig::default()
         }
     }
@@ -424,6 +458,56 @@ impl Config {
     pub fn loopback() -> Config {
         Config::from_raw(&RawConfig::loopback())
             .unwrap_or_else(|e| unreachable!("loopback defaults are valid: {e}"))
+    }
+
+    /// The settings `/api/v1/status` reports, by flag name; every value a
+    /// string as the Pushgateway gives them, secrets never included.
+    pub(crate) fn flags(&self) -> Vec<(String, String)> {
+        let push = &self.sources.push;
+        let flag = |name: &str, value: String| (name.to_owned(), value);
+        vec![
+            flag("http-listen", self.http.listen.to_string()),
+            flag("agent-listen", self.sources.agents.listen.to_string()),
+            flag(
+                "data-dir",
+                push.data_dir
+                    .as_ref()
+                    .map_or_else(String::new, |d| d.display().to_string()),
+            ),
+            flag("no-persistence", push.data_dir.is_none().to_string()),
+            flag(
+                "push-ttl-secs",
+                push.ttl.map_or(0, |t| t.as_secs()).to_string(),
+            ),
+            flag("enable-admin-api", push.admin_api.to_string()),
+            flag("push-max-body-bytes", push.max_body_bytes.to_string()),
+            flag(
+                "push-max-decompressed-bytes",
+                push.body.max_decompressed_bytes.to_string(),
+            ),
+            flag("push-max-series-per-push", push.body.max_series.to_string()),
+            flag("push-max-groups", push.store.max_groups.to_string()),
+            flag("push-max-series", push.store.max_series.to_string()),
+            flag(
+                "push-auth",
+                if push.credentials.required() {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_owned(),
+            ),
+            flag(
+                "scrape-timeout-ms",
+                self.http.scrape_timeout.as_millis().to_string(),
+            ),
+            flag("tls", self.tls.is_some().to_string()),
+        ]
+    }
+
+    /// The directory of the durable push store; `None` with `--no-persistence`.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.sources.push.data_dir.as_deref()
     }
 
     /// The address the HTTP server binds.

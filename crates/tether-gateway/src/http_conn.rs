@@ -318,6 +318,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadlined<S> {
 /// deadline passes or `shutdown` asks the connection to finish.
 pub(crate) async fn serve<S>(
     stream: S,
+    peer: std::net::SocketAddr,
     router: axum::Router,
     deadlines: ConnLimits,
     admitted: &Admitted,
@@ -336,8 +337,12 @@ where
     };
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let in_flight = InFlight::enter(&activity);
+            // Who sent it, for the routes that throttle failed credentials.
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let response = tower::ServiceExt::oneshot(router.clone(), request);
             async move {
                 let response = response.await;
@@ -350,8 +355,9 @@ where
     // What one connection may make the gateway hold, so that the connection
     // cap bounds memory: a request's headers (hyper would buffer 400 KiB of
     // them, HTTP/2 16 MiB), request bodies sent before anyone reads them
-    // (the HTTP/2 flow-control windows; no route takes a body), and
-    // streams, each of which may hold a response.
+    // (the HTTP/2 flow-control windows), and
+    // streams, each of which may hold a response. Push bodies are read
+    // by their route within its own bounds.
     builder.http1().max_buf_size(MAX_REQUEST_HEAD_BYTES);
     builder
         .http2()

@@ -5,6 +5,7 @@
 //! The `tether` binary parses arguments and calls into this crate; nothing
 //! here installs a global recorder or tracing subscriber.
 
+mod auth_throttle;
 mod config;
 mod error;
 mod exposition;
@@ -30,4 +31,10 @@ pub use config::{
 };
 pub use error::{ConfigError, Error};
 pub use server::{Gateway, SelfMetrics};
+pub use sources::push::{
+    DEFAULT_DATA_DIR, DEFAULT_PUSH_BODY_TIMEOUT_MS, DEFAULT_PUSH_MAX_BODY_BYTES,
+    DEFAULT_PUSH_MAX_BYTES_IN_FLIGHT, DEFAULT_PUSH_MAX_DECOMPRESSED_BYTES, DEFAULT_PUSH_MAX_GROUPS,
+    DEFAULT_PUSH_MAX_LABEL_VALUE_BYTES, DEFAULT_PUSH_MAX_NAME_BYTES, DEFAULT_PUSH_MAX_SERIES,
+    DEFAULT_PUSH_MAX_SERIES_PER_PUSH, DEFAULT_PUSH_TTL_SECS,
+};
 pub use state::SelfFamilies;

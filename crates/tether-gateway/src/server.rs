@@ -213,9 +213,13 @@ async fn serve_http(
     telemetry: Arc<Telemetry>,
 ) -> Result<(), String> {
     let shutdown = conn.shutdown_token().clone();
+    let peer = conn.info().peer;
     match tls {
         None => {
-            crate::http_conn::serve(stream, router, deadlines, &admitted, shutdown, telemetry).await
+            crate::http_conn::serve(
+                stream, peer, router, deadlines, &admitted, shutdown, telemetry,
+            )
+            .await
         }
         Some((acceptor, timeout)) => {
             let accepted = tokio::select! {
@@ -230,7 +234,10 @@ async fn serve_http(
                 Ok(Err(error)) => return Err(format!("TLS handshake: {error}")),
                 Err(_) => return Err("TLS handshake timed out".to_owned()),
             };
-            crate::http_conn::serve(stream, router, deadlines, &admitted, shutdown, telemetry).await
+            crate::http_conn::serve(
+                stream, peer, router, deadlines, &admitted, shutdown, telemetry,
+            )
+            .await
         }
     }
 }

@@ -161,6 +161,86 @@ pub(crate) struct GatewayArgs {
     /// Most bytes of names, labels and help one stream source may hold [default: 67108864].
     #[arg(long, env = "TETHER_STREAM_MAX_BYTES", value_name = "BYTES")]
     stream_max_bytes: Option<usize>,
+
+    /// Directory of the durable push store [default: ./tether-data].
+    #[arg(long, env = "TETHER_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Keep pushed groups in memory only: a restart forgets them.
+    #[arg(long, env = "TETHER_NO_PERSISTENCE")]
+    no_persistence: bool,
+
+    /// Time a pushed group stays served after its last push; 0 = until deleted [default: 0].
+    /// A push may set its own with the header X-Tether-TTL-Seconds.
+    #[arg(long, env = "TETHER_PUSH_TTL_SECS", value_name = "SECS")]
+    push_ttl_secs: Option<u64>,
+
+    /// Serve PUT /api/v1/admin/wipe, which deletes every push group.
+    #[arg(long, env = "TETHER_ENABLE_ADMIN_API")]
+    enable_admin_api: bool,
+
+    /// Largest push body as sent; past it, 413 [default: 16777216].
+    #[arg(long, env = "TETHER_PUSH_MAX_BODY_BYTES", value_name = "BYTES")]
+    push_max_body_bytes: Option<usize>,
+
+    /// Largest push body once decompressed; past it, 413 [default: 33554432].
+    #[arg(long, env = "TETHER_PUSH_MAX_DECOMPRESSED_BYTES", value_name = "BYTES")]
+    push_max_decompressed_bytes: Option<usize>,
+
+    /// Most series in one push; past it, 413 [default: 200000].
+    #[arg(long, env = "TETHER_PUSH_MAX_SERIES_PER_PUSH", value_name = "N")]
+    push_max_series_per_push: Option<usize>,
+
+    /// Most push groups; a push creating one more gets 429 [default: 10000].
+    #[arg(long, env = "TETHER_PUSH_MAX_GROUPS", value_name = "N")]
+    push_max_groups: Option<usize>,
+
+    /// Most series in all push groups; a push passing it gets 429 [default: 2000000].
+    #[arg(long, env = "TETHER_PUSH_MAX_SERIES", value_name = "N")]
+    push_max_series: Option<usize>,
+
+    /// Longest metric or label name in a push; past it, 413 [default: 1024].
+    #[arg(long, env = "TETHER_PUSH_MAX_NAME_BYTES", value_name = "BYTES")]
+    push_max_name_bytes: Option<usize>,
+
+    /// Longest label value or help text in a push; past it, 413 [default: 16384].
+    #[arg(long, env = "TETHER_PUSH_MAX_LABEL_VALUE_BYTES", value_name = "BYTES")]
+    push_max_label_value_bytes: Option<usize>,
+
+    /// Time a push body may take to arrive; past it, 408 [default: 30000].
+    #[arg(long, env = "TETHER_PUSH_BODY_TIMEOUT_MS", value_name = "MS")]
+    push_body_timeout_ms: Option<u64>,
+
+    /// Most bytes of push bodies read and checked at once; more wait [default: 268435456].
+    #[arg(long, env = "TETHER_PUSH_MAX_BYTES_IN_FLIGHT", value_name = "BYTES")]
+    push_max_bytes_in_flight: Option<usize>,
+
+    /// A bearer token pushes must present (repeatable; comma-separated in the environment).
+    #[arg(
+        long,
+        env = "TETHER_PUSH_TOKEN",
+        value_name = "TOKEN",
+        value_delimiter = ','
+    )]
+    push_token: Option<Vec<String>>,
+
+    /// A basic-auth user for pushes, USER:PASSWORD or USER:BCRYPT-HASH (repeatable).
+    #[arg(
+        long,
+        env = "TETHER_PUSH_BASIC_AUTH",
+        value_name = "USER:PASSWORD",
+        value_delimiter = ','
+    )]
+    push_basic_auth: Option<Vec<String>>,
+
+    /// A job whose pushes always add into the stored group (counters and histograms sum up; repeatable).
+    #[arg(
+        long,
+        env = "TETHER_PUSH_AGGREGATE_JOB",
+        value_name = "JOB",
+        value_delimiter = ','
+    )]
+    push_aggregate_job: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -218,6 +298,22 @@ impl GatewayArgs {
             }),
             max_scrape_bodies: self.max_scrape_bodies,
             http2_max_streams: self.http2_max_streams,
+            data_dir: self.data_dir.clone(),
+            no_persistence: self.no_persistence.then_some(true),
+            push_ttl_secs: self.push_ttl_secs,
+            enable_admin_api: self.enable_admin_api.then_some(true),
+            push_max_body_bytes: self.push_max_body_bytes,
+            push_max_decompressed_bytes: self.push_max_decompressed_bytes,
+            push_max_series_per_push: self.push_max_series_per_push,
+            push_max_groups: self.push_max_groups,
+            push_max_series: self.push_max_series,
+            push_max_name_bytes: self.push_max_name_bytes,
+            push_max_label_value_bytes: self.push_max_label_value_bytes,
+            push_body_timeout_ms: self.push_body_timeout_ms,
+            push_max_bytes_in_flight: self.push_max_bytes_in_flight,
+            push_token: self.push_token.clone(),
+            push_basic_auth: self.push_basic_auth.clone(),
+            push_aggregate_job: self.push_aggregate_job.clone(),
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod gateway;
+pub(crate) mod push;
 pub(crate) mod stream;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use crate::view::Families;
 pub(crate) struct Sections {
     pub(crate) agents: agents::AgentSettings,
     pub(crate) streams: stream::StreamSettings,
+    pub(crate) push: push::PushSettings,
 }
 
 impl Sections {
@@ -43,6 +45,7 @@ impl Sections {
         Ok(Sections {
             agents: agents::AgentSettings::from_raw(raw)?,
             streams: stream::StreamSettings::from_raw(raw)?,
+            push: push::PushSettings::from_raw(raw)?,
         })
     }
 
@@ -164,7 +167,13 @@ impl Sources {
         let gateway = Arc::new(gateway::GatewaySource::new(Arc::clone(
             &self_metrics.families,
         )));
+        let push = Arc::new(push::PushSource::open(
+            sections.push.clone(),
+            self_metrics.recorder.as_ref(),
+            config.flags(),
+        )?);
         let mut all: Vec<Arc<dyn Source>> = vec![Arc::clone(&agents) as Arc<dyn Source>];
+        all.push(push);
         all.extend(streams);
         // The gateway's own families last: they never conflict with a
         // peer's (`tether_*` is reserved to them).

@@ -8,7 +8,7 @@
 //! answer or the push is served.
 
 mod admission;
-mod auth;
+
 mod conn;
 pub(crate) mod registry;
 pub(crate) mod scrape;
@@ -179,7 +179,7 @@ pub(crate) struct AgentsSource {
     scraper: Scraper,
     pub(crate) telemetry: Arc<Telemetry>,
     /// Bad tokens throttled per peer address.
-    pub(crate) auth: auth::AuthThrottle,
+    pub(crate) auth: crate::auth_throttle::AuthThrottle,
     /// Bytes of frames in flight across every agent connection.
     pub(crate) budget: FrameBudget,
     /// Connections still in their handshake.
@@ -224,7 +224,7 @@ impl AgentsSource {
             scraper: Scraper::new(Arc::clone(&registry)),
             registry,
             telemetry,
-            auth: auth::AuthThrottle::default(),
+            auth: crate::auth_throttle::AuthThrottle::default(),
             budget: FrameBudget::new(settings.max_frame_bytes_in_flight),
             handshakes: admission::Handshakes::new(settings.max_handshakes),
             collisions: admission::CollisionLog::default(),

@@ -1,5 +1,6 @@
-//! Failed authentication throttled per peer address: a token bucket per
-//! address that each bad token drains. An address whose bucket is empty
+//! Failed authentication throttled per peer address (agent tokens, push
+//! credentials, drain passwords): a token bucket per
+//! address that each bad credential drains. An address whose bucket is empty
 //! is refused without its token being compared, so a brute force from one
 //! address tries at most [`AUTH_FAILURE_BURST`] tokens and then one per
 //! [`AUTH_FAILURE_REFILL`], while agents from other addresses are not
@@ -45,7 +46,7 @@ struct Log {
     suppressed: u64,
 }
 
-/// The throttle of one agent listener.
+/// One throttle: of the agent listener, or of a route that checks credentials.
 #[derive(Debug, Default)]
 pub(crate) struct AuthThrottle {
     /// Short sections (a lookup and an insert), never across an await.
