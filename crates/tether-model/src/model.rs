@@ -64,6 +64,19 @@ impl MetricType {
     }
 }
 
+impl MetricFamily {
+    /// Whether any series carries a creation time, written as a
+    /// `<name>_created` sample in OpenMetrics.
+    pub fn writes_created(&self) -> bool {
+        self.series.iter().any(|series| match &series.value {
+            Value::Counter(c) => c.created.is_some(),
+            Value::Histogram(h) => h.created.is_some(),
+            Value::Summary(s) => s.created.is_some(),
+            _ => false,
+        })
+    }
+}
+
 /// Whether `name` matches `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn is_valid_metric_name(name: &str) -> bool {
     let mut bytes = name.bytes();

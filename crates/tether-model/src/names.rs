@@ -161,8 +161,25 @@ impl KeptNames {
         metric_type: MetricType,
         index: usize,
     ) -> Option<(usize, bool)> {
+        self.collision_written(name, metric_type, index, true)
+    }
+
+    /// As [`collision`](Self::collision), for a family that writes its
+    /// `_created` samples only if `writes_created` (a counter, histogram
+    /// or summary with a creation time on some series). One without them
+    /// leaves `<key>_created` free: the text format's clients push a gauge
+    /// of that name beside their counters, and it clashes with nothing.
+    pub fn collision_written(
+        &mut self,
+        name: &str,
+        metric_type: MetricType,
+        index: usize,
+        writes_created: bool,
+    ) -> Option<(usize, bool)> {
         let key = family_key(name, metric_type);
-        let names: Vec<String> = exposition_names(name, metric_type).collect();
+        let names: Vec<String> = exposition_names(name, metric_type)
+            .filter(|written| writes_created || !written.ends_with("_created") || written == key)
+            .collect();
         for written in &names {
             if let Some((owner, owner_type, owner_key)) = self.owners.get(written) {
                 if owner_key == key && *owner_type == metric_type {

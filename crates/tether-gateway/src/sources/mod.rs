@@ -105,6 +105,35 @@ pub(crate) struct SourceStatus {
     pub(crate) items: Vec<StatusItem>,
 }
 
+/// An agent's final push kept across a restart, as the durable store
+/// gives it back.
+#[derive(Debug)]
+pub(crate) struct KeptFinal {
+    /// The agent's identity labels.
+    pub(crate) identity: Vec<tether_model::Label>,
+    /// What it pushed.
+    pub(crate) families: Vec<tether_model::MetricFamily>,
+    /// How long it is still served.
+    pub(crate) ttl_left: std::time::Duration,
+}
+
+/// Durable keeping of agents' final pushes ("push and close"), offered by
+/// the push store to the agents, so that a batch job's last metrics
+/// survive a gateway restart as pushed groups do.
+pub(crate) trait FinalPushes: Send + Sync + std::fmt::Debug {
+    /// Keeps the final push of the agent `identity` for `ttl`; `Ok` once it
+    /// is on disk.
+    fn keep(
+        &self,
+        identity: &[tether_model::Label],
+        families: &Families,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The final pushes kept before this start and not expired; given once.
+    fn take_kept(&self) -> Vec<KeptFinal>;
+}
+
 /// A source of metrics. Implementations live in this module's folders.
 pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// The kind of source, as logs and the status page name it.
@@ -147,8 +176,14 @@ impl Sources {
         self_metrics: &SelfMetrics,
     ) -> Result<Sources, Error> {
         let sections = &config.sources;
+        let push = Arc::new(push::PushSource::open(
+            sections.push.clone(),
+            self_metrics.recorder.as_ref(),
+            config.flags(),
+        )?);
         let agents = agents::AgentsSource::bind(
             sections.agents.clone(),
+            Arc::clone(&push) as Arc<dyn FinalPushes>,
             config
                 .tls
                 .as_ref()
@@ -167,11 +202,6 @@ impl Sources {
         let gateway = Arc::new(gateway::GatewaySource::new(Arc::clone(
             &self_metrics.families,
         )));
-        let push = Arc::new(push::PushSource::open(
-            sections.push.clone(),
-            self_metrics.recorder.as_ref(),
-            config.flags(),
-        )?);
         let mut all: Vec<Arc<dyn Source>> = vec![Arc::clone(&agents) as Arc<dyn Source>];
         all.push(push);
         all.extend(streams);

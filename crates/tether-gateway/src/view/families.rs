@@ -167,9 +167,12 @@ impl Families {
                 last.series.extend(family.series);
                 continue;
             }
-            if let Some((_, type_conflict)) =
-                names.collision(&family.name, family.metric_type, index)
-            {
+            if let Some((_, type_conflict)) = names.collision_written(
+                &family.name,
+                family.metric_type,
+                index,
+                family.writes_created(),
+            ) {
                 let reason = if type_conflict {
                     DropReason::TypeConflict
                 } else {
@@ -413,7 +416,13 @@ mod tests {
             ),
             (
                 vec![
-                    family("x", Counter, &[&[]]),
+                    {
+                        let mut counter = family("x", Counter, &[&[]]);
+                        if let Value::Counter(c) = &mut counter.series[0].value {
+                            c.created = Some(1.0);
+                        }
+                        counter
+                    },
                     family("x_created", Gauge, &[&[]]),
                 ],
                 vec![("x", Counter, 1)],
@@ -485,6 +494,19 @@ mod tests {
             &mut drops,
         );
         assert_eq!(names(&families), [("x", MetricType::Counter, 2)]);
+        assert!(drops.is_empty());
+        // A text client's counter and its `_created` gauge: the counter
+        // writes no `_created` sample, so both are kept.
+        let text_client = Families::normalize(
+            vec![
+                family("pc_total", MetricType::Counter, &[&[]]),
+                family("pc_created", MetricType::Gauge, &[&[]]),
+            ],
+            None,
+            Origin::Peer,
+            &mut drops,
+        );
+        assert_eq!(text_client.n_series(), 2);
         assert!(drops.is_empty());
         let own = Families::normalize(
             vec![family("tether_agent_up", MetricType::Gauge, &[&[]])],

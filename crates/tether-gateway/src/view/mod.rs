@@ -103,9 +103,15 @@ impl View {
                 .iter()
                 .map(|&(_, p, f)| family_of(p, f).series.len())
                 .sum();
-            if let Some((_, type_conflict)) =
-                names.collision(&first.name, first.metric_type, groups.len())
-            {
+            let writes_created = entries[start..end]
+                .iter()
+                .any(|&(_, p, f)| family_of(p, f).writes_created());
+            if let Some((_, type_conflict)) = names.collision_written(
+                &first.name,
+                first.metric_type,
+                groups.len(),
+                writes_created,
+            ) {
                 // Keys of one type are one group, so this is a suffix
                 // collision with an earlier (shorter) key.
                 let reason = if type_conflict {

@@ -163,7 +163,17 @@ fn suffix_collisions_across_sources_are_resolved_and_counted() {
         (histogram.clone(), gauge("hh_count", &[&[]])),
         (histogram, gauge("hh_bucket", &[&[("x", "1")]])),
         (counter("c", &[&[]]), gauge("c_total", &[&[]])),
-        (counter("x", &[&[]]), gauge("x_created", &[&[]])),
+        (
+            {
+                // Only a counter with creation times writes `x_created`.
+                let mut created = counter("x", &[&[]]);
+                if let Value::Counter(c) = &mut created.series[0].value {
+                    c.created = Some(1.0);
+                }
+                created
+            },
+            gauge("x_created", &[&[]]),
+        ),
     ];
     for (kept, refused) in cases {
         let name = refused.name.clone();

@@ -137,6 +137,44 @@ async fn push_and_close_leaves_the_final_metrics_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_final_push_survives_a_gateway_restart() {
+    let dir = std::env::temp_dir().join(format!("tether-final-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let durable = || RawConfig {
+        data_dir: Some(dir.clone()),
+        no_persistence: Some(false),
+        ..RawConfig::loopback()
+    };
+    let gateway = TestGateway::start(config(durable())).await;
+    let recorder = Arc::new(ExporterBuilder::new().build_recorder());
+    let rows = recorder.register_gauge(&Key::from_name("rows_exported"), &METADATA);
+    let agent = AgentBuilder::new(gateway.agents.to_string(), "nightly-export", "run-7")
+        .registry(recorder.handle())
+        .spawn()
+        .expect("agent starts");
+    rows.set(4_242.0);
+    agent
+        .push_and_close(WAIT)
+        .await
+        .expect("the gateway acknowledged the final push");
+    gateway.stop().await;
+    // A new gateway on the same data directory serves what the old one
+    // acknowledged.
+    let restarted = TestGateway::start(config(durable())).await;
+    let families = scrape(&restarted).await;
+    assert_eq!(
+        value_of(
+            &families,
+            "rows_exported",
+            &[("job", "nightly-export"), ("instance", "run-7")]
+        ),
+        Some(4_242.0)
+    );
+    restarted.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_stops_the_agent_with_the_reason() {
     let gateway = TestGateway::start(config(RawConfig {
         agent_token: Some(vec!["right".into()]),

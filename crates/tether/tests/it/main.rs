@@ -6,4 +6,5 @@ mod echo;
 mod gateway;
 mod loadgen;
 mod observe;
+mod push;
 mod support;

@@ -322,12 +322,19 @@ where
                     }
                     Decoded::Push { id, is_final, families } => {
                         shared.telemetry.push(is_final);
-                        let error = match shared.registry.store_push(&identity, &target, families, config.final_push_ttl) {
-                            Ok(evicted) => {
+                        // A final push is acknowledged once it is on disk.
+                        let kept = if is_final {
+                            shared.finals.keep(target.labels(), &families, config.final_push_ttl).await
+                        } else {
+                            Ok(())
+                        };
+                        let error = match kept.map(|()| shared.registry.store_push(&identity, &target, families, config.final_push_ttl)) {
+                            Err(error) => format!("the final push could not be kept: {error}"),
+                            Ok(Ok(evicted)) => {
                                 shared.telemetry.pushes_dropped(PushDrop::Evicted, evicted);
                                 String::new()
                             }
-                            Err(too_large) => {
+                            Ok(Err(too_large)) => {
                                 shared.telemetry.pushes_dropped(PushDrop::TooLarge, 1);
                                 format!(
                                     "the push takes about {} bytes, over the gateway's limit of {} for all pushes: push less or raise --max-push-bytes",

@@ -35,7 +35,7 @@ use crate::error::{ConfigError, Error};
 use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
 use crate::telemetry::Telemetry;
 use crate::view::{Drops, Families, Origin};
-use registry::{HeldPush, Registry};
+use registry::{HeldPush, Identity, Registry};
 use scrape::{Round, Scraper};
 
 /// The agents' section of the configuration.
@@ -175,6 +175,8 @@ struct Listener {
 /// Connected agents and their pushes.
 pub(crate) struct AgentsSource {
     pub(crate) settings: AgentSettings,
+    /// Where final pushes are kept durably before they are acknowledged.
+    pub(crate) finals: Arc<dyn crate::sources::FinalPushes>,
     pub(crate) registry: Arc<Registry>,
     scraper: Scraper,
     pub(crate) telemetry: Arc<Telemetry>,
@@ -207,6 +209,7 @@ impl AgentsSource {
     /// Binds the agent listener; nothing is served before [`Source::run`].
     pub(crate) async fn bind(
         settings: AgentSettings,
+        finals: Arc<dyn crate::sources::FinalPushes>,
         tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
         shutdown_timeout: Duration,
         telemetry: Arc<Telemetry>,
@@ -220,7 +223,26 @@ impl AgentsSource {
             })?;
         let local_addr = socket.local_addr().unwrap_or(settings.listen);
         let registry = Arc::new(Registry::with_push_limits(settings.push_limits));
+        let kept = finals.take_kept();
+        if !kept.is_empty() {
+            tracing::info!(
+                pushes = kept.len(),
+                "final pushes of agents restored from the store"
+            );
+        }
+        for kept in kept {
+            let identity = Arc::new(Identity::new(kept.identity));
+            let target = Arc::new(identity.target_labels());
+            let families = Families::normalize(
+                kept.families,
+                Some(&target),
+                Origin::Peer,
+                &mut Drops::default(),
+            );
+            let _ = registry.store_push(&identity, &target, families, kept.ttl_left);
+        }
         Ok(Arc::new(AgentsSource {
+            finals,
             scraper: Scraper::new(Arc::clone(&registry)),
             registry,
             telemetry,

@@ -74,8 +74,22 @@ impl BodyFormat {
         };
         let mut parts = value.split(';').map(str::trim);
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        let delimited = parts.any(|p| p.eq_ignore_ascii_case("encoding=delimited"));
-        if media == "application/vnd.google.protobuf" && delimited {
+        // Parameter names are case-insensitive and values may be quoted;
+        // the values themselves are compared exactly, as the Pushgateway
+        // compares them.
+        let (mut proto, mut delimited) = (false, false);
+        for parameter in parts {
+            let Some((name, value)) = parameter.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match name.trim().to_ascii_lowercase().as_str() {
+                "proto" => proto = value == "io.prometheus.client.MetricFamily",
+                "encoding" => delimited = value == "delimited",
+                _ => {}
+            }
+        }
+        if media == "application/vnd.google.protobuf" && proto && delimited {
             BodyFormat::Protobuf
         } else {
             BodyFormat::Text
@@ -407,6 +421,22 @@ mod tests {
         assert_eq!(
             BodyFormat::from_header(Some("text/plain")),
             BodyFormat::Text
+        );
+        for text in [
+            "application/vnd.google.protobuf; encoding=delimited",
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=DELIMITED",
+        ] {
+            assert_eq!(
+                BodyFormat::from_header(Some(text)),
+                BodyFormat::Text,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            BodyFormat::from_header(Some(
+                "Application/Vnd.Google.Protobuf; Encoding=\"delimited\"; PROTO=io.prometheus.client.MetricFamily"
+            )),
+            BodyFormat::Protobuf
         );
     }
 }

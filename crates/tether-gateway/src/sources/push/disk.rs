@@ -37,6 +37,8 @@ const MAX_ROW_MESSAGE_BYTES: usize = 1 << 30;
 
 const GROUPS: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("push_groups");
+const FINALS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("agent_final_pushes");
 const META: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("meta");
 
 /// An open store.
@@ -55,8 +57,19 @@ pub(crate) struct Opened {
     pub(crate) groups: Vec<Group>,
     /// Where an unreadable file was moved, if one was.
     pub(crate) moved_aside: Option<(PathBuf, String)>,
+    /// Agents' final pushes not expired: identity labels, families, expiry.
+    pub(crate) finals: Vec<Final>,
     /// Rows that did not decode.
     pub(crate) skipped_rows: usize,
+}
+
+/// An agent's final push as stored.
+#[derive(Debug)]
+pub(crate) struct Final {
+    pub(crate) identity: Vec<tether_model::Label>,
+    pub(crate) families: Vec<tether_model::MetricFamily>,
+    /// Unix ms.
+    pub(crate) expires_at_ms: u64,
 }
 
 impl Disk {
@@ -86,14 +99,18 @@ impl Disk {
             }
             Err(error) => return Err(describe(&path, &error)),
         };
-        let (groups, skipped_rows) =
-            load(&db).map_err(|e| format!("cannot read the push store {}: {e}", path.display()))?;
+        let read_error =
+            |e: redb::Error| format!("cannot read the push store {}: {e}", path.display());
+        let (groups, mut skipped_rows) = load(&db).map_err(read_error)?;
+        let (finals, skipped_finals) = load_finals(&db).map_err(read_error)?;
+        skipped_rows += skipped_finals;
         write_format(&db)
             .map_err(|e| format!("cannot write the push store {}: {e}", path.display()))?;
         Ok(Opened {
             disk: Disk { path, db: Some(db) },
             groups,
             moved_aside,
+            finals,
             skipped_rows,
         })
     }
@@ -133,7 +150,80 @@ fn write_batch(db: &Database, pending: &Pending<'_>) -> Result<(), String> {
             }
         }
     }
+    if !pending.finals.is_empty() {
+        let mut table = txn.open_table(FINALS).map_err(|e| e.to_string())?;
+        for (id, row) in pending.finals {
+            match row {
+                Some(row) => {
+                    table
+                        .insert(id.as_slice(), row.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+                None => {
+                    table.remove(id.as_slice()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
     txn.commit().map_err(|e| e.to_string())
+}
+
+/// The row of an agent's final push: its id (the identity labels, each
+/// name and value a varint length and bytes) and its value (version,
+/// expiry in Unix ms, then the delimited families).
+pub(crate) fn encode_final(
+    identity: &[tether_model::Label],
+    families: &[tether_model::MetricFamily],
+    expires_at_ms: u64,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut id = Vec::new();
+    for label in identity {
+        put_text(&mut id, &label.name);
+        put_text(&mut id, &label.value);
+    }
+    let mut row = vec![ROW_VERSION];
+    row.extend_from_slice(&expires_at_ms.to_le_bytes());
+    tether_model::encode_delimited(families, &mut row);
+    (id, row)
+}
+
+fn decode_final(mut id: &[u8], value: &[u8]) -> Option<Final> {
+    let mut identity = Vec::new();
+    while !id.is_empty() {
+        let name = take_text(&mut id)?;
+        let value = take_text(&mut id)?;
+        identity.push(tether_model::Label::new(name, value));
+    }
+    let (&version, mut rest) = value.split_first()?;
+    if version != ROW_VERSION {
+        return None;
+    }
+    let expires_at_ms = u64::from_le_bytes(take_array(&mut rest)?);
+    let families = tether_model::decode_delimited(rest, MAX_ROW_MESSAGE_BYTES).ok()?;
+    Some(Final {
+        identity,
+        families,
+        expires_at_ms,
+    })
+}
+
+fn load_finals(db: &Database) -> Result<(Vec<Final>, usize), redb::Error> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(FINALS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut finals = Vec::new();
+    let mut skipped = 0;
+    for row in table.iter()? {
+        let (id, value) = row?;
+        match decode_final(id.value(), value.value()) {
+            Some(kept) => finals.push(kept),
+            None => skipped += 1,
+        }
+    }
+    Ok((finals, skipped))
 }
 
 fn open_db(path: &Path) -> Result<Database, DatabaseError> {
@@ -212,6 +302,7 @@ fn write_format(db: &Database) -> Result<(), redb::Error> {
         let mut meta = txn.open_table(META)?;
         meta.insert("format", FORMAT)?;
         txn.open_table(GROUPS)?;
+        txn.open_table(FINALS)?;
     }
     txn.commit()?;
     Ok(())

@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RawConfig, positive, positive_usize};
 use crate::error::{ConfigError, Error};
-use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
+use crate::sources::{
+    FinalPushes, KeptFinal, Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem,
+};
+use crate::view::Families;
 
 pub(crate) use body::BodyLimits;
 use committer::Committer;
@@ -208,6 +211,8 @@ pub(crate) struct PushSource {
     /// The gateway's flags for `/api/v1/status`.
     flags: Vec<(String, String)>,
     started: SystemTime,
+    /// Agents' final pushes loaded at start, until the agents take them.
+    kept_finals: parking_lot::Mutex<Vec<disk::Final>>,
 }
 
 impl PushSource {
@@ -219,7 +224,9 @@ impl PushSource {
         flags: Vec<(String, String)>,
     ) -> Result<PushSource, Error> {
         let telemetry = Arc::new(PushTelemetry::new(recorder));
-        let (groups, disk) = match &settings.data_dir {
+        let clock = Clock::new();
+        let now_ms = clock.now_ms();
+        let (groups, finals, disk) = match &settings.data_dir {
             Some(dir) => {
                 let opened = disk::Disk::open(dir).map_err(Error::Serve)?;
                 telemetry.opened(opened.skipped_rows, opened.moved_aside.is_some());
@@ -241,11 +248,23 @@ impl PushSource {
                     groups = opened.groups.len(),
                     "push store opened"
                 );
-                (opened.groups, Some(opened.disk))
+                let finals: Vec<disk::Final> = opened
+                    .finals
+                    .into_iter()
+                    .filter(|f| f.expires_at_ms > now_ms)
+                    .collect();
+                (opened.groups, finals, Some(opened.disk))
             }
-            None => (Vec::new(), None),
+            None => (Vec::new(), Vec::new(), None),
         };
-        let store = Store::new(groups, settings.store);
+        let final_ids = finals
+            .iter()
+            .map(|f| {
+                let (id, _) = disk::encode_final(&f.identity, &[], f.expires_at_ms);
+                (id, f.expires_at_ms)
+            })
+            .collect();
+        let store = Store::with_finals(groups, final_ids, settings.store);
         let published = store.published();
         let committer = Committer::start(store, disk, Arc::clone(&telemetry))
             .map_err(|e| Error::Serve(format!("cannot start the push store: {e}")))?;
@@ -259,10 +278,11 @@ impl PushSource {
             settings,
             committer,
             published,
-            clock: Clock::new(),
+            clock,
             telemetry,
             flags,
             started: SystemTime::now(),
+            kept_finals: parking_lot::Mutex::new(finals),
         })
     }
 
@@ -274,6 +294,46 @@ impl PushSource {
             .values()
             .filter(|g| !g.expired(now_ms))
             .cloned()
+            .collect()
+    }
+}
+
+impl FinalPushes for PushSource {
+    fn keep(
+        &self,
+        identity: &[tether_model::Label],
+        families: &Families,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        let now_ms = self.clock.now_ms();
+        let expires_at_ms =
+            now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let (id, row) = disk::encode_final(identity, families.as_slice(), expires_at_ms);
+        Box::pin(async move {
+            self.committer
+                .submit(
+                    Change::KeepFinal {
+                        id,
+                        row,
+                        expires_at_ms,
+                    },
+                    now_ms,
+                )
+                .await
+                .map_err(|refusal| refusal.message)
+        })
+    }
+
+    fn take_kept(&self) -> Vec<KeptFinal> {
+        let now_ms = self.clock.now_ms();
+        std::mem::take(&mut *self.kept_finals.lock())
+            .into_iter()
+            .filter(|f| f.expires_at_ms > now_ms)
+            .map(|f| KeptFinal {
+                identity: f.identity,
+                families: f.families,
+                ttl_left: Duration::from_millis(f.expires_at_ms - now_ms),
+            })
             .collect()
     }
 }

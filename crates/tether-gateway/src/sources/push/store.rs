@@ -159,8 +159,14 @@ pub(crate) enum Change {
         key: GroupingKey,
     },
     Wipe,
-    /// Drops every group expired at the change's time.
+    /// Drops every group (and agent's final push) expired at the change's time.
     Expire,
+    /// Keeps an agent's final push: `row` under `id` until `expires_at_ms`.
+    KeepFinal {
+        id: Vec<u8>,
+        row: Vec<u8>,
+        expires_at_ms: u64,
+    },
 }
 
 /// The limits across groups.
@@ -195,6 +201,10 @@ pub(crate) struct Store {
     n_series: usize,
     n_groups: usize,
     limits: StoreLimits,
+    /// Agents' final pushes on disk, by id, with their expiry (Unix ms).
+    finals: BTreeMap<Vec<u8>, u64>,
+    /// Final-push rows of the batch: written (`Some`) or deleted.
+    staged_finals: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// What the disk must write for a batch.
@@ -204,11 +214,24 @@ pub(crate) struct Pending<'a> {
     pub(crate) wiped: bool,
     /// Rows to write (`Some`) or delete (`None`).
     pub(crate) changes: Vec<(&'a GroupingKey, Option<&'a Group>)>,
+    /// Agents' final-push rows to write or delete.
+    pub(crate) finals: &'a [(Vec<u8>, Option<Vec<u8>>)],
 }
 
 impl Store {
-    /// A store holding `groups` (as loaded from disk), published.
+    /// A store holding `groups`, published.
+    #[cfg(test)]
     pub(crate) fn new(groups: Vec<Group>, limits: StoreLimits) -> Store {
+        Store::with_finals(groups, BTreeMap::new(), limits)
+    }
+
+    /// A store holding `groups` and agents' final pushes `finals` (id to
+    /// expiry), as loaded from disk.
+    pub(crate) fn with_finals(
+        groups: Vec<Group>,
+        finals: BTreeMap<Vec<u8>, u64>,
+        limits: StoreLimits,
+    ) -> Store {
         let map: BTreeMap<GroupingKey, Arc<Group>> = groups
             .into_iter()
             .map(|g| (g.key.clone(), Arc::new(g)))
@@ -221,6 +244,8 @@ impl Store {
             n_series: 0,
             n_groups: 0,
             limits,
+            finals,
+            staged_finals: Vec::new(),
         };
         store.rebuild_index();
         store
@@ -307,6 +332,25 @@ impl Store {
                         self.replace(key, Some(&old), None);
                     }
                 }
+                let expired: Vec<Vec<u8>> = self
+                    .finals
+                    .iter()
+                    .filter(|(_, expires)| **expires <= now_ms)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in expired {
+                    self.finals.remove(&id);
+                    self.staged_finals.push((id, None));
+                }
+                Ok(())
+            }
+            Change::KeepFinal {
+                id,
+                row,
+                expires_at_ms,
+            } => {
+                self.finals.insert(id.clone(), expires_at_ms);
+                self.staged_finals.push((id, Some(row)));
                 Ok(())
             }
         }
@@ -494,7 +538,7 @@ impl Store {
 
     /// Whether the batch changed anything.
     pub(crate) fn has_pending(&self) -> bool {
-        self.wiped || !self.staged.is_empty()
+        self.wiped || !self.staged.is_empty() || !self.staged_finals.is_empty()
     }
 
     /// What the disk must write for the batch.
@@ -506,11 +550,13 @@ impl Store {
                 .iter()
                 .map(|(key, group)| (key, group.as_deref()))
                 .collect(),
+            finals: &self.staged_finals,
         }
     }
 
     /// Makes the batch visible to readers: it is on disk.
     pub(crate) fn publish(&mut self) {
+        self.staged_finals.clear();
         let staged = std::mem::take(&mut self.staged);
         let mut published = self.published.lock();
         if self.wiped {
@@ -531,6 +577,9 @@ impl Store {
 
     /// Forgets the batch: it could not be written.
     pub(crate) fn abort(&mut self) {
+        // A final push not written stays in `finals` until it expires; its
+        // deletion then deletes nothing.
+        self.staged_finals.clear();
         self.staged.clear();
         self.wiped = false;
         self.rebuild_index();

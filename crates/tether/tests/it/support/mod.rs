@@ -64,9 +64,15 @@ pub(crate) fn spawn_gateway(
     SocketAddr,
     Lines<BufReader<ChildStderr>>,
 ) {
+    // Pushes in memory unless the test names a store: gateways of parallel
+    // tests must not share one data directory.
+    let memory_only = !args
+        .iter()
+        .any(|a| a.starts_with("--data-dir") || a.starts_with("--no-persistence"));
     let child = Command::new(tether_binary())
         .arg("gateway")
         .args(args)
+        .args(memory_only.then_some("--no-persistence"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -155,5 +161,95 @@ impl Gateway {
             // The next look, not a synchronization: the condition is read again.
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// An HTTP response as [`request`] reads it.
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    /// The body, de-chunked when it came chunked.
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text, invalid UTF-8 replaced.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `method path` over HTTP/1.1 with `headers` and `body` (sent with its
+/// `Content-Length`) on a connection of its own; the whole response.
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_write_timeout(Some(DEADLINE))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// A whole HTTP/1.1 response read from `raw`.
+pub(crate) fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid("no end of the response head"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| invalid("a head not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| invalid("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest).ok_or_else(|| invalid("a broken chunked body"))?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response { status, body })
+}
+
+/// The payload of a chunked body; `None` when it is cut short or malformed.
+fn dechunk(mut chunked: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = chunked.windows(2).position(|w| w == b"\r\n")?;
+        let size_field = std::str::from_utf8(&chunked[..line_end]).ok()?;
+        let size_hex = size_field.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_hex, 16).ok()?;
+        chunked = &chunked[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(chunked.get(..size)?);
+        chunked = chunked.get(size + 2..)?;
     }
 }
