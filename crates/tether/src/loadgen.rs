@@ -1,6 +1,8 @@
-//! `tether loadgen agents`: many simulated agents in one process, for
-//! load tests and benchmarks of the gateway. Bounded in count and time,
-//! loopback only unless asked otherwise.
+//! `tether loadgen`: load generators for tests and benchmarks of the
+//! gateway, each bounded in count and time and loopback only unless asked
+//! otherwise. This file holds `tether loadgen agents`, many simulated
+//! agents in one process; `loadgen/push.rs` holds `tether loadgen push`,
+//! groups pushed through the Pushgateway API.
 //!
 //! Each simulated agent speaks the agent protocol directly and keeps its
 //! answer pre-encoded: only the scrape id is written per request, so the
@@ -34,6 +36,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+mod http;
+mod push;
+
 /// Most agents one run may simulate.
 const MAX_AGENTS: usize = 100_000;
 /// Most series one agent may serve.
@@ -62,6 +67,9 @@ pub(crate) struct LoadgenArgs {
 enum Workload {
     /// Simulated agents that dial the gateway and answer its scrapes.
     Agents(AgentsArgs),
+    /// Groups pushed through the Pushgateway HTTP API (to tether or a
+    /// Pushgateway), then the whole store scraped, plain and gzip.
+    Push(push::PushArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,7 +114,13 @@ struct AgentsArgs {
 }
 
 pub(crate) fn run(args: &LoadgenArgs) -> ExitCode {
-    let Workload::Agents(args) = &args.workload;
+    match &args.workload {
+        Workload::Agents(args) => run_agents(args),
+        Workload::Push(args) => push::run(args),
+    }
+}
+
+fn run_agents(args: &AgentsArgs) -> ExitCode {
     if let Err(message) = validate(args) {
         crate::setup::report_error(&format!("tether loadgen: {message}"));
         return ExitCode::from(2);

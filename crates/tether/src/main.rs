@@ -46,10 +46,12 @@ enum Command {
     /// Works with no flags: HTTP on 0.0.0.0:9091, agents on 0.0.0.0:7001.
     Gateway(Box<gateway::GatewayArgs>),
 
-    /// Load a gateway with simulated agents (loopback only by default).
+    /// Load a gateway with simulated agents or pushes (loopback only by default).
     ///
-    /// Bounded in count and time; prints a summary, and with `--scrape-url`
-    /// the latency of scrapes taken meanwhile.
+    /// `agents`: agents that dial in and answer scrapes, with `--scrape-url`
+    /// the latency of scrapes taken meanwhile. `push`: groups pushed through
+    /// the Pushgateway API (to tether or a Pushgateway), then scraped.
+    /// Bounded in count and time; each prints a summary.
     Loadgen(loadgen::LoadgenArgs),
 
     /// Watch a metric event stream in a terminal UI (default 127.0.0.1:5000).
