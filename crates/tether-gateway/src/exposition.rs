@@ -16,11 +16,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use parking_lot::Mutex;
+use tether_model::Format;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -79,6 +81,29 @@ pub(crate) struct Expositions {
     telemetry: Arc<Telemetry>,
     /// Held only to clone or replace a shared future, never across an await.
     in_flight: Mutex<HashMap<Key, InFlight>>,
+    /// The size of the last uncompressed body of each scope and format, so
+    /// the next render allocates its buffer once: grown by doubling, a
+    /// 60 MB body would copy itself and briefly hold half as much again.
+    size_hints: Arc<SizeHints>,
+}
+
+/// See [`Expositions::size_hints`].
+#[derive(Debug, Default)]
+struct SizeHints {
+    /// By `Scope` (all, connected, gateway), then text / OpenMetrics.
+    bytes: [[AtomicUsize; 2]; 3],
+}
+
+impl SizeHints {
+    fn slot(&self, scope: Scope, format: Format) -> &AtomicUsize {
+        let scope = match scope {
+            Scope::All => 0,
+            Scope::Connected => 1,
+            Scope::Gateway => 2,
+        };
+        let format = usize::from(format == Format::OpenMetrics);
+        &self.bytes[scope][format]
+    }
 }
 
 /// The permits of bodies held, one bound per exposition path.
@@ -143,6 +168,7 @@ impl Expositions {
             }),
             telemetry,
             in_flight: Mutex::new(HashMap::new()),
+            size_hints: Arc::default(),
         }
     }
 
@@ -158,8 +184,9 @@ impl Expositions {
         deadline: Instant,
     ) -> (Rendered, bool) {
         let state = Arc::clone(state);
+        let hints = Arc::clone(&self.size_hints);
         self.join_or_render(scope, negotiated, deadline, move || {
-            render(state, scope, negotiated, deadline)
+            render(state, hints, scope, negotiated, deadline)
         })
         .await
     }
@@ -261,6 +288,7 @@ impl Expositions {
 /// rendered on a blocking thread, compressed if asked.
 async fn render(
     state: Arc<GatewayState>,
+    hints: Arc<SizeHints>,
     scope: Scope,
     negotiated: Negotiated,
     deadline: Instant,
@@ -273,8 +301,13 @@ async fn render(
     drop(state);
     let rendered = tokio::task::spawn_blocking(move || {
         let view = View::build(parts);
-        let mut body = Vec::with_capacity(64 * 1024);
+        let hint = hints.slot(scope, negotiated.format);
+        // The last size and a sixteenth more: a growing exposition still
+        // fits, a shrinking one wastes little.
+        let last = hint.load(Ordering::Relaxed);
+        let mut body = Vec::with_capacity((last + last / 16).max(64 * 1024));
         view.render(negotiated.format, &mut body);
+        hint.store(body.len(), Ordering::Relaxed);
         telemetry.record_view(&view.stats());
         if negotiated.gzip {
             gzip(&body)

@@ -181,8 +181,7 @@ async fn accept(
             let decompressed = body::decompress(raw, encoding, limits.max_decompressed_bytes)?;
             let families = body::parse(&decompressed, format, &limits)?;
             drop(decompressed);
-            let target = body::target_of(&key);
-            body::prepare(families, &key, &target, &limits)
+            body::prepare(families, &key, &limits)
         };
         if room <= INLINE_CHECK_BYTES && encoding == Encoding::Identity {
             check()
@@ -405,7 +404,7 @@ fn family_json(group: &Group, family: &MetricFamily, time: f64) -> Json {
         .iter()
         .map(|series| {
             let mut labels: Map<String, Json> = group
-                .key
+                .target
                 .labels()
                 .iter()
                 .map(|l| (l.name.clone(), Json::String(l.value.clone())))

@@ -181,15 +181,44 @@ pub(crate) fn parse(
 /// A push checked and ready for the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
-    /// The families, normalized with the group's target labels.
+    /// The families, normalized with `target`.
     pub(crate) families: Families,
     /// The name of each family, sorted.
     pub(crate) names: Vec<String>,
+    /// The labels every series is served with (see [`target_of`]).
+    pub(crate) target: Arc<TargetLabels>,
 }
 
-/// The target labels of a group: its grouping key.
-pub(crate) fn target_of(key: &GroupingKey) -> Arc<TargetLabels> {
-    Arc::new(TargetLabels::new(key.labels().to_vec()))
+/// The target labels of a group: its grouping key, and `instance=""` when
+/// the key has no `instance` and `instance_in_target` (no series of the
+/// group has its own), so that the empty value is held once per group, not
+/// once per series.
+pub(crate) fn target_of(key: &GroupingKey, instance_in_target: bool) -> Arc<TargetLabels> {
+    let mut labels = key.labels().to_vec();
+    if instance_in_target && key.get("instance").is_none() {
+        labels.push(Label::new("instance", ""));
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Arc::new(TargetLabels::new(labels))
+}
+
+/// Whether a group of `families` (without the key's labels) serves its
+/// `instance` from its target labels: the key has one, or no series does.
+pub(crate) fn instance_in_target(key: &GroupingKey, families: &[MetricFamily]) -> bool {
+    key.get("instance").is_some()
+        || !families
+            .iter()
+            .flat_map(|f| &f.series)
+            .any(|s| s.labels.iter().any(|l| l.name == "instance"))
+}
+
+/// Adds `instance=""` to every series without an `instance` label.
+pub(crate) fn add_empty_instance(families: &mut [MetricFamily]) {
+    for series in families.iter_mut().flat_map(|f| f.series.iter_mut()) {
+        if !series.labels.iter().any(|l| l.name == "instance") {
+            series.labels.push(Label::new("instance", ""));
+        }
+    }
 }
 
 /// Checks `families` against the Pushgateway's rules and the limits, and
@@ -199,14 +228,11 @@ pub(crate) fn target_of(key: &GroupingKey) -> Arc<TargetLabels> {
 pub(crate) fn prepare(
     mut families: Vec<MetricFamily>,
     key: &GroupingKey,
-    target: &TargetLabels,
     limits: &BodyLimits,
 ) -> Result<Prepared, Refusal> {
-    let key_has_instance = key.get("instance").is_some();
     // The gateway writes these two itself; a body's are dropped, as the
-    // Pushgateway drops them.
-    // A family without series (a TYPE line alone) is dropped, as the
-    // Pushgateway drops it.
+    // Pushgateway drops them. A family without series (a TYPE line alone)
+    // is dropped, as the Pushgateway drops it.
     families.retain(|f| f.name != PUSH_TIME && f.name != PUSH_FAILURE_TIME && !f.series.is_empty());
     for family in &mut families {
         if family.name.len() > limits.max_name_bytes {
@@ -246,13 +272,15 @@ pub(crate) fn prepare(
                 }
             }
             series.labels.retain(|l| key.get(&l.name).is_none());
-            if !key_has_instance && !series.labels.iter().any(|l| l.name == "instance") {
-                series.labels.push(Label::new("instance", ""));
-            }
         }
     }
+    let in_target = instance_in_target(key, &families);
+    if !in_target {
+        add_empty_instance(&mut families);
+    }
+    let target = target_of(key, in_target);
     let mut drops = Drops::default();
-    let families = Families::normalize(families, Some(target), Origin::Peer, &mut drops);
+    let families = Families::normalize(families, Some(&target), Origin::Peer, &mut drops);
     if !drops.is_empty() {
         let (reason, message) = if drops.get(DropReason::Duplicate) > 0 {
             (
@@ -279,7 +307,11 @@ pub(crate) fn prepare(
     }
     let mut names: Vec<String> = families.as_slice().iter().map(|f| f.name.clone()).collect();
     names.sort_unstable();
-    Ok(Prepared { families, names })
+    Ok(Prepared {
+        families,
+        names,
+        target,
+    })
 }
 
 fn name_too_long(name: &str, max: usize) -> Refusal {
@@ -318,7 +350,7 @@ mod tests {
     fn prepared(body: &str, path: &str) -> Result<Prepared, Refusal> {
         let key = GroupingKey::from_path(path).expect("as the test set it up");
         let families = parse(body.as_bytes(), BodyFormat::Text, &LIMITS)?;
-        prepare(families, &key, &target_of(&key), &LIMITS)
+        prepare(families, &key, &LIMITS)
     }
 
     fn reason(result: Result<Prepared, Refusal>) -> Reason {
@@ -377,6 +409,15 @@ mod tests {
         assert_eq!(push.names, ["x", "y"]);
         let own = prepared("push_time_seconds 5\nx 1\n", "job/j").expect("as the test set it up");
         assert_eq!(own.names, ["x"]);
+        // No series has an instance: the empty one is the group's, once.
+        assert!(own.families.as_slice()[0].series[0].labels.is_empty());
+        let target: Vec<&str> = own
+            .target
+            .labels()
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(target, ["instance", "job"]);
         let with_instance = prepared("x{instance=\"body\"} 1\n", "job/j/instance/i")
             .expect("as the test set it up");
         assert!(

@@ -378,10 +378,11 @@ pub(crate) fn decode_group(key: &[u8], mut value: &[u8]) -> Option<Group> {
         family_times.push((name, take_f64(&mut value)?));
     }
     let families = tether_model::decode_delimited(value, MAX_ROW_MESSAGE_BYTES).ok()?;
-    let target = super::body::target_of(&key);
+    let target = super::body::target_of(&key, super::body::instance_in_target(&key, &families));
     let body = Families::normalize(families, Some(&target), Origin::Peer, &mut Drops::default());
     Some(Group::new(
         key,
+        target,
         body,
         push_time,
         failure_time,
@@ -416,7 +417,7 @@ mod tests {
     }
 
     fn change(path: &str, body: &str) -> Change {
-        use crate::sources::push::body::{BodyFormat, BodyLimits, parse, prepare, target_of};
+        use crate::sources::push::body::{BodyFormat, BodyLimits, parse, prepare};
         let limits = BodyLimits {
             max_decompressed_bytes: 1 << 20,
             max_series: 100,
@@ -428,8 +429,7 @@ mod tests {
         let families =
             parse(body.as_bytes(), BodyFormat::Text, &limits).expect("as the test set it up");
         Change::Push {
-            prepared: prepare(families, &key, &target_of(&key), &limits)
-                .expect("as the test set it up"),
+            prepared: prepare(families, &key, &limits).expect("as the test set it up"),
             key,
             mode: Mode::Replace,
             aggregate: false,

@@ -40,17 +40,17 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// A group from its parts; `body` normalized with the key's labels.
+    /// A group from its parts; `body` normalized with `target`.
     pub(crate) fn new(
         key: GroupingKey,
+        target: Arc<TargetLabels>,
         body: Families,
         push_time: f64,
         failure_time: f64,
         expires_at_ms: u64,
         family_times: Vec<(String, f64)>,
     ) -> Group {
-        let target = super::body::target_of(&key);
-        let times = Arc::new(time_families(&key, &target, push_time, failure_time));
+        let times = Arc::new(time_families(&target, push_time, failure_time));
         Group {
             key,
             target,
@@ -83,24 +83,14 @@ impl Group {
     fn with_failure(&self, now: f64) -> Group {
         let mut group = self.clone();
         group.failure_time = now;
-        group.times = Arc::new(time_families(
-            &group.key,
-            &group.target,
-            group.push_time,
-            now,
-        ));
+        group.times = Arc::new(time_families(&group.target, group.push_time, now));
         group
     }
 }
 
 /// The two gauges the Pushgateway adds to every group.
-fn time_families(
-    key: &GroupingKey,
-    target: &TargetLabels,
-    push_time: f64,
-    failure_time: f64,
-) -> Families {
-    let labels = if key.get("instance").is_some() {
+fn time_families(target: &TargetLabels, push_time: f64, failure_time: f64) -> Families {
+    let labels = if target.labels().iter().any(|l| l.name == "instance") {
         Vec::new()
     } else {
         vec![Label::new("instance", "")]
@@ -372,32 +362,25 @@ impl Store {
             self.check_type(old, family)?;
         }
         let new_names = prepared.names;
-        let body = match (old, mode, aggregate) {
-            (None, _, _) | (Some(_), Mode::Replace, false) => prepared.families,
-            (Some(old), Mode::Names, false) => {
-                let mut merged: Vec<MetricFamily> = old
-                    .body
-                    .as_slice()
-                    .iter()
-                    .filter(|f| new_names.binary_search(&f.name).is_err())
-                    .cloned()
-                    .collect();
-                merged.extend(prepared.families.as_slice().iter().cloned());
-                Families::normalize(
-                    merged,
-                    Some(&old.target),
-                    Origin::Peer,
-                    &mut Drops::default(),
-                )
-            }
-            (Some(old), _, true) => {
-                let merged = aggregated(old.body.as_slice(), prepared.families.as_slice())?;
-                Families::normalize(
-                    merged,
-                    Some(&old.target),
-                    Origin::Peer,
-                    &mut Drops::default(),
-                )
+        let (body, target) = match (old, mode, aggregate) {
+            (None, _, _) | (Some(_), Mode::Replace, false) => (prepared.families, prepared.target),
+            (Some(old), mode, aggregate) => {
+                let (old_families, new_families, target) =
+                    same_target(old, &prepared.families, prepared.target);
+                let merged = if aggregate {
+                    aggregated(&old_families, &new_families)?
+                } else {
+                    debug_assert_eq!(mode, Mode::Names);
+                    let mut merged: Vec<MetricFamily> = old_families
+                        .into_iter()
+                        .filter(|f| new_names.binary_search(&f.name).is_err())
+                        .collect();
+                    merged.extend(new_families);
+                    merged
+                };
+                let body =
+                    Families::normalize(merged, Some(&target), Origin::Peer, &mut Drops::default());
+                (body, target)
             }
         };
         if old.is_none() && self.n_groups >= self.limits.max_groups {
@@ -436,6 +419,7 @@ impl Store {
         let expires_at_ms = if expires_at_ms == 0 { 0 } else { expires_at_ms };
         Ok(Group::new(
             key.clone(),
+            target,
             body,
             now,
             failure_time,
@@ -474,7 +458,16 @@ impl Store {
                 if self.n_groups >= self.limits.max_groups {
                     return;
                 }
-                Group::new(key.clone(), Families::default(), 0.0, now, 0, Vec::new())
+                let target = super::body::target_of(&key, true);
+                Group::new(
+                    key.clone(),
+                    target,
+                    Families::default(),
+                    0.0,
+                    now,
+                    0,
+                    Vec::new(),
+                )
             }
         };
         self.replace(key, old, Some(group));
@@ -596,6 +589,30 @@ impl Store {
     }
 }
 
+/// The stored and the pushed families of a group, with the target labels
+/// both are served with: when one side holds `instance=""` in its target
+/// and the other not (its series have their own), that side's series get
+/// it back, and the target without it serves both.
+fn same_target(
+    old: &Group,
+    new: &Families,
+    new_target: Arc<TargetLabels>,
+) -> (Vec<MetricFamily>, Vec<MetricFamily>, Arc<TargetLabels>) {
+    let mut old_families = old.body.as_slice().to_vec();
+    let mut new_families = new.as_slice().to_vec();
+    if old.target == new_target {
+        return (old_families, new_families, new_target);
+    }
+    let has_instance = |t: &TargetLabels| t.labels().iter().any(|l| l.name == "instance");
+    if has_instance(&old.target) {
+        super::body::add_empty_instance(&mut old_families);
+        (old_families, new_families, new_target)
+    } else {
+        super::body::add_empty_instance(&mut new_families);
+        (old_families, new_families, Arc::clone(&old.target))
+    }
+}
+
 /// `new` added into `old`: counters, histogram buckets and summary counts
 /// and sums add up per series; gauges, untyped and everything else take the
 /// new value; series and families the push does not name are kept.
@@ -699,7 +716,7 @@ fn add_options(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::push::body::{BodyFormat, BodyLimits, parse, prepare, target_of};
+    use crate::sources::push::body::{BodyFormat, BodyLimits, parse, prepare};
 
     const BODY_LIMITS: BodyLimits = BodyLimits {
         max_decompressed_bytes: 1 << 20,
@@ -717,8 +734,7 @@ mod tests {
         let key = GroupingKey::from_path(path).expect("as the test set it up");
         let families =
             parse(body.as_bytes(), BodyFormat::Text, &BODY_LIMITS).expect("as the test set it up");
-        let prepared =
-            prepare(families, &key, &target_of(&key), &BODY_LIMITS).expect("as the test set it up");
+        let prepared = prepare(families, &key, &BODY_LIMITS).expect("as the test set it up");
         Change::Push {
             key,
             prepared,

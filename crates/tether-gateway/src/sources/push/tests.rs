@@ -143,7 +143,7 @@ async fn the_pushgateway_api_answers_as_the_pushgateway() {
         [
             "x{instance=i,job=a} 1",
             "y{instance=i,job=a} 2",
-            "z{job=b,l=a/b,instance=} 1"
+            "z{instance=,job=b,l=a/b} 1"
         ]
     );
     let (status, json) = send(&source, "GET", "/api/v1/metrics", &[], "").await;
@@ -164,6 +164,31 @@ async fn the_pushgateway_api_answers_as_the_pushgateway() {
         .expect("as the test set it up");
     assert_eq!(a["x"]["type"], "UNTYPED");
     assert_eq!(a["x"]["metrics"][0]["labels"]["instance"], "i");
+}
+
+#[tokio::test]
+async fn a_post_with_its_own_instances_keeps_the_empty_one_of_the_others() {
+    let source = source(RawConfig::default());
+    send(&source, "PUT", "/metrics/job/m", &[], "x 1\n").await;
+    let (status, _) = send(
+        &source,
+        "POST",
+        "/metrics/job/m",
+        &[],
+        "y{instance=\"mine\"} 2\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        served(&source).await,
+        ["x{job=m,instance=} 1", "y{job=m,instance=mine} 2"]
+    );
+    let (status, _) = send(&source, "POST", "/metrics/job/m", &[], "y 3\n").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        served(&source).await,
+        ["x{job=m,instance=} 1", "y{job=m,instance=} 3"]
+    );
 }
 
 #[tokio::test]
@@ -271,8 +296,8 @@ async fn aggregated_pushes_add_up() {
     assert_eq!(
         served(&source).await,
         [
-            "invocations_total{job=lambda,instance=} 3",
-            "invocations_total{job=other,instance=} 3"
+            "invocations_total{instance=,job=lambda} 3",
+            "invocations_total{instance=,job=other} 3"
         ]
     );
 }
