@@ -302,10 +302,17 @@ async fn render(
     let rendered = tokio::task::spawn_blocking(move || {
         let view = View::build(parts);
         let hint = hints.slot(scope, negotiated.format);
-        // The last size and a sixteenth more: a growing exposition still
-        // fits, a shrinking one wastes little.
+        // The last size and a sixteenth more (a growing exposition still
+        // fits, a shrinking one wastes little), or at the first render an
+        // estimate from the view. Capacity never written is never touched,
+        // so reserving more costs address space, not memory.
         let last = hint.load(Ordering::Relaxed);
-        let mut body = Vec::with_capacity((last + last / 16).max(64 * 1024));
+        let reserve = if last > 0 {
+            last + last / 16
+        } else {
+            view.estimated_bytes()
+        };
+        let mut body = Vec::with_capacity(reserve.max(64 * 1024));
         view.render(negotiated.format, &mut body);
         hint.store(body.len(), Ordering::Relaxed);
         telemetry.record_view(&view.stats());

@@ -33,4 +33,7 @@ pub use proto::{
     DEFAULT_MAX_MESSAGE_BYTES, decode_delimited, decode_delimited_frame, encode_delimited,
     encode_delimited_frame, from_proto, pb, to_proto,
 };
-pub use render::{TargetLabels, render, render_end, render_family, render_metadata, render_series};
+pub use render::{
+    TargetLabels, estimated_series_bytes, render, render_end, render_family, render_metadata,
+    render_series,
+};

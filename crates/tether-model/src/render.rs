@@ -62,6 +62,36 @@ impl TargetLabels {
     }
 }
 
+/// About how many bytes [`render_series`] writes for `family` with
+/// `target`, never much less: what to reserve before rendering a large
+/// exposition, so that its buffer is allocated (and its pages touched) once
+/// rather than grown by doubling and copied.
+pub fn estimated_series_bytes(family: &MetricFamily, target: Option<&TargetLabels>) -> usize {
+    // A sample suffix, `{`, `}`, a space, a value, a newline; and `le` or
+    // `quantile` with its value on bucket and quantile lines.
+    const LINE: usize = 16 + 4 + 24 + 1;
+    const POINT_LABEL: usize = 16;
+    let per_line = family.name.len() + LINE + target.map_or(0, |t| t.rendered.len() + 1);
+    family
+        .series
+        .iter()
+        .map(|series| {
+            let labels: usize = series
+                .labels
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 4)
+                .sum();
+            let (lines, points) = match &series.value {
+                Value::Histogram(h) => (h.buckets.len() + 3, h.buckets.len()),
+                Value::Summary(s) => (s.quantiles.len() + 3, s.quantiles.len()),
+                Value::Counter(_) => (2, 0),
+                _ => (1, 0),
+            };
+            lines * (per_line + labels) + points * POINT_LABEL
+        })
+        .sum()
+}
+
 /// The name a family's lines start with in `format`.
 fn line_name(family: &MetricFamily, format: Format) -> std::borrow::Cow<'_, str> {
     match (format, family.metric_type) {
@@ -725,6 +755,35 @@ mod tests {
              up{job=\"j\",instance=\"i\\\"q\",exported_exported_instance=\"a\",exported_instance=\"b\",x=\"1\"} 1\n\
              up{job=\"j\",instance=\"i\\\"q\"} 0\n"
         );
+    }
+
+    #[test]
+    fn the_size_estimate_is_never_below_what_renders() {
+        let text = "# TYPE c counter\nc_total{a=\"1\"} 1\nc_created{a=\"1\"} 1700000000.5\n\
+                    # TYPE h histogram\nh_bucket{le=\"0.1\",x=\"y\"} 1\nh_bucket{le=\"+Inf\",x=\"y\"} 2\nh_sum{x=\"y\"} 0.3\nh_count{x=\"y\"} 2\n\
+                    # TYPE s summary\ns{quantile=\"0.99\"} 0.5\ns_sum 1e10\ns_count 12345678\n\
+                    # TYPE g gauge\ng{long=\"a value of some length\",b=\"\"} -1.25e-7\n# EOF\n";
+        let families =
+            crate::parse(text.as_bytes(), Format::OpenMetrics).expect("a valid exposition");
+        let target = TargetLabels::new(vec![
+            Label::new("job", "a-job"),
+            Label::new("instance", "host:9100"),
+        ]);
+        for format in [Format::Text, Format::OpenMetrics] {
+            for target in [None, Some(&target)] {
+                for family in &families {
+                    let mut out = Vec::new();
+                    render_series(family, format, target, &mut out);
+                    let estimate = estimated_series_bytes(family, target);
+                    assert!(
+                        estimate >= out.len(),
+                        "{}: {estimate} < {} in {format:?}",
+                        family.name,
+                        out.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

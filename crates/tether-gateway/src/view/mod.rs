@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 
 use tether_model::{
-    Format, KeptNames, Label, MetricFamily, TargetLabels, family_key, render_end, render_metadata,
-    render_series,
+    Format, KeptNames, Label, MetricFamily, TargetLabels, estimated_series_bytes, family_key,
+    render_end, render_metadata, render_series,
 };
 
 pub(crate) use families::{DropReason, Drops, Families, Origin};
@@ -173,6 +173,23 @@ impl View {
     /// What the view holds and left out.
     pub(crate) fn stats(&self) -> ViewStats {
         self.stats
+    }
+
+    /// About how many bytes [`render`](Self::render) writes, never much
+    /// less (see [`tether_model::estimated_series_bytes`]).
+    pub(crate) fn estimated_bytes(&self) -> usize {
+        let mut bytes = 0;
+        for group in &self.groups {
+            for member in &group.members {
+                let family = self.family(member);
+                let target = self.parts[member.part()].target.as_deref();
+                bytes += estimated_series_bytes(family, target)
+                    + family.name.len() * 2
+                    + family.help.as_ref().map_or(0, String::len)
+                    + 32;
+            }
+        }
+        bytes
     }
 
     /// Renders the view in `format` into `out`, ended as the format

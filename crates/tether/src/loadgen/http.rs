@@ -21,7 +21,11 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Bytes asked of the socket per read.
 const READ_BYTES: usize = 64 * 1024;
 /// Most of a body's `Content-Length` allocated before its bytes arrive.
-const MAX_PREALLOCATED_BYTES: usize = 16 << 20;
+/// Capacity is address space until bytes are written into it, so a length
+/// announced and not sent costs little; reserving a large exposition at
+/// once keeps the client from copying it as it grows, which would be
+/// counted in the scrape's time.
+const MAX_PREALLOCATED_BYTES: usize = 256 << 20;
 
 /// Where requests go, from an `http://HOST[:PORT][/PATH]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,8 +408,6 @@ impl Connection {
             .ok()
             .filter(|&length| length <= max_body)
             .ok_or_else(|| Failure::Other(format!("the body is longer than {max_body} bytes")))?;
-        // Grown as the bytes come, so that a length announced and not sent
-        // costs no more than what did arrive.
         let mut body = Vec::with_capacity(length.min(MAX_PREALLOCATED_BYTES));
         let buffered = length.min(self.buf.len());
         body.extend_from_slice(&self.buf[..buffered]);
