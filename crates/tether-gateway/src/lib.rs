@@ -38,3 +38,20 @@ pub use sources::push::{
     DEFAULT_PUSH_MAX_SERIES_PER_PUSH, DEFAULT_PUSH_TTL_SECS,
 };
 pub use state::SelfFamilies;
+
+/// Entry points for the fuzz targets of `fuzz/` and their replay in the
+/// tests: not an API, and not kept stable.
+#[doc(hidden)]
+pub mod fuzz {
+    /// A push request checked as `PUT /metrics/<path>` checks it, without
+    /// a store: `Ok(Ok(series kept))`, `Ok(Err(the refusal's line))`, or
+    /// `Err` when the checks broke a rule of their own.
+    pub fn push_request(
+        path: &str,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+    ) -> Result<Result<usize, String>, String> {
+        crate::sources::push::check_request(path, content_type, content_encoding, body)
+    }
+}

@@ -2,6 +2,8 @@
 
 mod agents;
 mod client;
+mod fuzz_inputs;
+mod fuzz_property;
 mod http;
 mod prometheus;
 mod stream;

@@ -338,6 +338,68 @@ impl FinalPushes for PushSource {
     }
 }
 
+/// A push request checked as the push route checks it, without a store:
+/// the grouping key from `path` (after `/metrics/`), the body decompressed,
+/// parsed and prepared within small limits. `Ok(Ok(n))`: accepted, with `n`
+/// series; `Ok(Err(line))`: refused, with its one line; `Err`: a rule of
+/// the checks themselves broken (a limit passed, a key label kept, a
+/// refusal without a message). For the fuzz target and its replay.
+pub(crate) fn check_request(
+    path: &str,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    raw: &[u8],
+) -> Result<Result<usize, String>, String> {
+    /// Small enough for fuzz inputs to reach.
+    const FUZZ_LIMITS: BodyLimits = BodyLimits {
+        max_decompressed_bytes: 1 << 20,
+        max_series: 10_000,
+        max_name_bytes: 256,
+        max_value_bytes: 1024,
+        max_labels_per_series: 32,
+    };
+    let refused = |line: String| -> Result<Result<usize, String>, String> {
+        if line.trim().is_empty() || line.trim_end_matches('\n').contains('\n') {
+            Err(format!("a refusal is not one line: {line:?}"))
+        } else {
+            Ok(Err(line))
+        }
+    };
+    let key = match key::GroupingKey::from_path(path) {
+        Ok(key) => key,
+        Err(error) => return refused(error.to_string()),
+    };
+    let checked = body::Encoding::from_header(content_encoding).and_then(|encoding| {
+        let format = body::BodyFormat::from_header(content_type);
+        let decompressed = body::decompress(
+            bytes::Bytes::copy_from_slice(raw),
+            encoding,
+            FUZZ_LIMITS.max_decompressed_bytes,
+        )?;
+        let families = body::parse(&decompressed, format, &FUZZ_LIMITS)?;
+        body::prepare(families, &key, &FUZZ_LIMITS)
+    });
+    let prepared = match checked {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refused(refusal.body()),
+    };
+    let n_series = prepared.families.n_series();
+    if n_series > FUZZ_LIMITS.max_series {
+        return Err(format!("{n_series} series accepted past the limit"));
+    }
+    for family in prepared.families.as_slice() {
+        for series in &family.series {
+            if let Some(label) = series.labels.iter().find(|l| key.get(&l.name).is_some()) {
+                return Err(format!(
+                    "{} kept the key's label {}",
+                    family.name, label.name
+                ));
+            }
+        }
+    }
+    Ok(Ok(n_series))
+}
+
 /// `bytes` in KiB, rounded up, as semaphore permits.
 fn kib(bytes: usize) -> usize {
     bytes
