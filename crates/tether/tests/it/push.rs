@@ -52,8 +52,35 @@ impl Tether {
     /// Starts `tether gateway` on loopback ports the system picks, with
     /// `args` added, and waits until it logs that it listens.
     fn start(args: &[&str]) -> Tether {
-        let mut child = Command::new(tether_binary())
+        let mut command = Command::new(tether_binary());
+        command.arg("gateway");
+        Tether::spawn(command, args)
+    }
+
+    /// Starts `tether gateway` with its `--data-dir` on a tmpfs of
+    /// `size_kib` in a mount namespace of its own (so the mount goes with
+    /// the process), with `args` added.
+    fn start_on_small_disk(size_kib: u32, args: &[&str]) -> Tether {
+        let mount_point =
+            std::env::temp_dir().join(format!("tether-small-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&mount_point).expect("make the mount point");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size_kib}k tmpfs \"$1\" && shift && exec \"$@\""
+            ))
+            .arg("sh")
+            .arg(&mount_point)
+            .arg(tether_binary())
             .arg("gateway")
+            .arg("--data-dir")
+            .arg(&mount_point);
+        Tether::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Tether {
+        let mut child = command
             .args([
                 "--http-listen",
                 "127.0.0.1:0",
@@ -1378,6 +1405,83 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A disk that fills up: pushes past its room get 503 with a message that
+/// says what to do, every push acknowledged before stays served, the
+/// gateway keeps serving scrapes, and a push that fits is taken again once
+/// groups are deleted. The store is on a tmpfs of 8 MiB mounted in a mount
+/// namespace of the gateway's own (the tests run as root in CI).
+#[test]
+fn a_full_disk_refuses_with_503_and_loses_nothing_acknowledged() {
+    let tether = Tether::start_on_small_disk(8 * 1024, &[]);
+    // About 200 KB a group: the disk holds a few dozen of them.
+    let body: String = (0..4000)
+        .map(|i| {
+            format!(
+                "disk_value{{series=\"{i}\",pad=\"{}\"}} {i}\n",
+                "p".repeat(24)
+            )
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for group in 0..200 {
+        let path = format!("/metrics/job/disk/g/{group}");
+        let response =
+            request(tether.http, "PUT", &path, &[], body.as_bytes()).expect("the gateway answers");
+        match response.status {
+            200 => acknowledged.push(group),
+            503 => {
+                refusal = Some(response.text());
+                break;
+            }
+            other => panic!("PUT {path}: {other} {}", response.text()),
+        }
+    }
+    let refusal = refusal.unwrap_or_else(|| {
+        panic!(
+            "200 groups of 200 KB fit on an 8 MiB disk; acknowledged {}",
+            acknowledged.len()
+        )
+    });
+    assert!(
+        refusal.contains("disk") && refusal.lines().count() == 1,
+        "{refusal:?}"
+    );
+    assert!(acknowledged.len() >= 3, "{acknowledged:?}");
+    let served = exposition(tether.http);
+    let served_groups: std::collections::BTreeSet<String> = samples(&served)
+        .into_iter()
+        .filter(|s| s.name == "disk_value")
+        .filter_map(|s| s.label("g").map(str::to_owned))
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        acknowledged.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        served_groups, expected,
+        "served groups are the acknowledged ones"
+    );
+    let health = request(tether.http, "GET", "/-/healthy", &[], b"").expect("health");
+    assert_eq!(health.status, 200);
+    // Room made, a small push is taken again.
+    for group in &acknowledged[..acknowledged.len() / 2] {
+        let path = format!("/metrics/job/disk/g/{group}");
+        let _ = request(tether.http, "DELETE", &path, &[], b"").expect("the gateway answers");
+    }
+    let again = request(
+        tether.http,
+        "PUT",
+        "/metrics/job/disk/g/small",
+        &[],
+        b"small 1\n",
+    )
+    .expect("the gateway answers");
+    assert_eq!(again.status, 200, "{}", again.text());
+    drop(tether);
+    let _ = std::fs::remove_dir(
+        std::env::temp_dir().join(format!("tether-small-disk-{}", std::process::id())),
+    );
 }
 
 /// The value of `name` in each group `job="crash",g=...` of the exposition.
