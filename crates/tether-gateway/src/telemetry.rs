@@ -217,6 +217,24 @@ impl<R: Copy + PartialEq> ByReason<R> {
     }
 }
 
+/// Describes the metric `name` on `recorder`: a counter (`kind` 0), a
+/// gauge (1) or a histogram (any other), with its unit and help. Sources
+/// with metrics of their own describe them through it too.
+pub(crate) fn describe_on(
+    recorder: &dyn Recorder,
+    name: &'static str,
+    unit: Unit,
+    help: &'static str,
+    kind: u8,
+) {
+    let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+    match kind {
+        0 => recorder.describe_counter(name, Some(unit), help),
+        1 => recorder.describe_gauge(name, Some(unit), help),
+        _ => recorder.describe_histogram(name, Some(unit), help),
+    }
+}
+
 /// Handles of every gateway metric. Cheap to update: each is an atomic
 /// behind the recorder's handle.
 #[derive(Debug)]
@@ -255,12 +273,7 @@ impl Telemetry {
     /// Describes and registers every metric on `recorder`.
     pub(crate) fn new(recorder: &dyn Recorder) -> Telemetry {
         let describe = |name: &'static str, unit: Unit, help: &'static str, kind: u8| {
-            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
-            match kind {
-                0 => recorder.describe_counter(name, Some(unit), help),
-                1 => recorder.describe_gauge(name, Some(unit), help),
-                _ => recorder.describe_histogram(name, Some(unit), help),
-            }
+            describe_on(recorder, name, unit, help, kind);
         };
         describe(
             "tether_agents_connected",

@@ -101,8 +101,8 @@ impl Disk {
         };
         let read_error =
             |e: redb::Error| format!("cannot read the push store {}: {e}", path.display());
-        let (groups, mut skipped_rows) = load(&db).map_err(read_error)?;
-        let (finals, skipped_finals) = load_finals(&db).map_err(read_error)?;
+        let (groups, mut skipped_rows) = load(&db, GROUPS, decode_group).map_err(read_error)?;
+        let (finals, skipped_finals) = load(&db, FINALS, decode_final).map_err(read_error)?;
         skipped_rows += skipped_finals;
         write_format(&db)
             .map_err(|e| format!("cannot write the push store {}: {e}", path.display()))?;
@@ -136,36 +136,41 @@ fn write_batch(db: &Database, pending: &Pending<'_>) -> Result<(), String> {
         if pending.wiped {
             table.retain(|_, _| false).map_err(|e| e.to_string())?;
         }
-        for (key, group) in &pending.changes {
-            let key = key.encode();
-            match group {
-                Some(group) => {
-                    table
-                        .insert(key.as_slice(), encode_group(group).as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-                None => {
-                    table.remove(key.as_slice()).map_err(|e| e.to_string())?;
-                }
-            }
-        }
+        let rows = pending
+            .changes
+            .iter()
+            .map(|(key, group)| (key.encode(), group.map(encode_group)));
+        write_rows(&mut table, rows)?;
     }
     if !pending.finals.is_empty() {
         let mut table = txn.open_table(FINALS).map_err(|e| e.to_string())?;
-        for (id, row) in pending.finals {
-            match row {
-                Some(row) => {
-                    table
-                        .insert(id.as_slice(), row.as_slice())
-                        .map_err(|e| e.to_string())?;
-                }
-                None => {
-                    table.remove(id.as_slice()).map_err(|e| e.to_string())?;
-                }
+        let rows = pending
+            .finals
+            .iter()
+            .map(|(id, row)| (id.clone(), row.clone()));
+        write_rows(&mut table, rows)?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+/// Writes each row (`Some`) or deletes it (`None`).
+fn write_rows(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    rows: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), String> {
+    for (key, value) in rows {
+        match value {
+            Some(value) => {
+                table
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            None => {
+                table.remove(key.as_slice()).map_err(|e| e.to_string())?;
             }
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// The row of an agent's final push: its id (the identity labels, each
@@ -205,25 +210,6 @@ fn decode_final(mut id: &[u8], value: &[u8]) -> Option<Final> {
         families,
         expires_at_ms,
     })
-}
-
-fn load_finals(db: &Database) -> Result<(Vec<Final>, usize), redb::Error> {
-    let txn = db.begin_read()?;
-    let table = match txn.open_table(FINALS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e.into()),
-    };
-    let mut finals = Vec::new();
-    let mut skipped = 0;
-    for row in table.iter()? {
-        let (id, value) = row?;
-        match decode_final(id.value(), value.value()) {
-            Some(kept) => finals.push(kept),
-            None => skipped += 1,
-        }
-    }
-    Ok((finals, skipped))
 }
 
 fn open_db(path: &Path) -> Result<Database, DatabaseError> {
@@ -325,23 +311,28 @@ fn move_aside(path: &Path) -> Result<PathBuf, String> {
     Ok(aside)
 }
 
-fn load(db: &Database) -> Result<(Vec<Group>, usize), redb::Error> {
+/// Every row of `table` that `decode` reads, and how many it could not.
+fn load<T>(
+    db: &Database,
+    table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+    decode: fn(&[u8], &[u8]) -> Option<T>,
+) -> Result<(Vec<T>, usize), redb::Error> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(GROUPS) {
+    let table = match txn.open_table(table) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e.into()),
     };
-    let mut groups = Vec::new();
+    let mut rows = Vec::new();
     let mut skipped = 0;
     for row in table.iter()? {
         let (key, value) = row?;
-        match decode_group(key.value(), value.value()) {
-            Some(group) => groups.push(group),
+        match decode(key.value(), value.value()) {
+            Some(decoded) => rows.push(decoded),
             None => skipped += 1,
         }
     }
-    Ok((groups, skipped))
+    Ok((rows, skipped))
 }
 
 /// A group as a row's value.

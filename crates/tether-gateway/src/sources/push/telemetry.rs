@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
 
 use super::refusal::Reason;
 
@@ -30,12 +28,7 @@ impl PushTelemetry {
     /// Describes and registers every metric on `recorder`.
     pub(crate) fn new(recorder: &dyn Recorder) -> PushTelemetry {
         let describe = |name: &'static str, unit: Unit, help: &'static str, kind: u8| {
-            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
-            match kind {
-                0 => recorder.describe_counter(name, Some(unit), help),
-                1 => recorder.describe_gauge(name, Some(unit), help),
-                _ => recorder.describe_histogram(name, Some(unit), help),
-            }
+            crate::telemetry::describe_on(recorder, name, unit, help, kind);
         };
         describe(
             "tether_pushes_accepted_total",
