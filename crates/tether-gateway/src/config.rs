@@ -234,6 +234,8 @@ raw_config! {
     push_max_groups: usize,
     /// Most series in all push groups.
     push_max_series: usize,
+    /// Most bytes of pushed families held in all groups.
+    push_max_held_bytes: usize,
     /// Longest metric or label name in a push, in bytes.
     push_max_name_bytes: usize,
     /// Longest label value or help text in a push, in bytes.

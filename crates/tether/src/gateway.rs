@@ -199,6 +199,10 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "TETHER_PUSH_MAX_SERIES", value_name = "N")]
     push_max_series: Option<usize>,
 
+    /// Most bytes of pushed metrics held in all groups (estimated); a push passing it gets 429 [default: 1073741824].
+    #[arg(long, env = "TETHER_PUSH_MAX_HELD_BYTES", value_name = "BYTES")]
+    push_max_held_bytes: Option<usize>,
+
     /// Longest metric or label name in a push; past it, 413 [default: 1024].
     #[arg(long, env = "TETHER_PUSH_MAX_NAME_BYTES", value_name = "BYTES")]
     push_max_name_bytes: Option<usize>,
@@ -307,6 +311,7 @@ impl GatewayArgs {
             push_max_series_per_push: self.push_max_series_per_push,
             push_max_groups: self.push_max_groups,
             push_max_series: self.push_max_series,
+            push_max_held_bytes: self.push_max_held_bytes,
             push_max_name_bytes: self.push_max_name_bytes,
             push_max_label_value_bytes: self.push_max_label_value_bytes,
             push_body_timeout_ms: self.push_body_timeout_ms,

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use serde_json::{Map, Value as Json, json};
 use tether_model::{MetricFamily, MetricType, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::PushSource;
 use super::body::{self, BodyFormat, Encoding, Prepared};
@@ -53,6 +54,7 @@ fn refused(source: &PushSource, refusal: &Refusal) -> Response {
             );
         }
         Reason::Throttled
+        | Reason::Busy
         | Reason::StoreFailed
         | Reason::ShuttingDown
         | Reason::TooManyGroups
@@ -96,6 +98,9 @@ async fn push(State(source): State<Arc<PushSource>>, request: Request) -> Respon
         }
     };
     let method = request.method().clone();
+    // Requests on one group apply in the order they arrived: each waits
+    // for the group's turn before its body is read.
+    let _turn = source.turns.take(&key).await;
     if method == Method::DELETE {
         return match source
             .committer
@@ -145,10 +150,14 @@ async fn accept(
     // Room for the body before a byte of it is read: what a declared
     // length says, or the most a body may be.
     let room = declared.map_or(settings.max_body_bytes, |n| n as usize);
-    let _room = Arc::clone(&source.in_flight)
-        .acquire_many_owned(u32::try_from(super::kib(room.max(1))).unwrap_or(u32::MAX))
-        .await
-        .map_err(|_| shutting_down())?;
+    let room_permit = tokio::time::timeout(
+        settings.body_timeout,
+        Arc::clone(&source.in_flight)
+            .acquire_many_owned(u32::try_from(super::kib(room.max(1))).unwrap_or(u32::MAX)),
+    )
+    .await
+    .map_err(|_| busy())?
+    .map_err(|_| shutting_down())?;
     let raw = tokio::time::timeout(
         settings.body_timeout,
         axum::body::to_bytes(Body::new(body), settings.max_body_bytes),
@@ -170,18 +179,36 @@ async fn accept(
             Refusal::new(Reason::Malformed, format!("the body could not be read: {e}"))
         }
     })?;
-    let checked = {
-        let _check = Arc::clone(&source.checks)
+    let (checked, _permits) = {
+        let check_permit = Arc::clone(&source.checks)
             .acquire_owned()
             .await
             .map_err(|_| shutting_down())?;
         let limits = source.settings.body;
         let key = key.clone();
-        let check = move || -> Result<Prepared, Refusal> {
-            let decompressed = body::decompress(raw, encoding, limits.max_decompressed_bytes)?;
-            let families = body::parse(&decompressed, format, &limits)?;
-            drop(decompressed);
-            body::prepare(families, &key, &limits)
+        let in_flight = Arc::clone(&source.in_flight);
+        // The permits go with the work: if the request goes away while the
+        // body is checked on the blocking pool, what the work holds stays
+        // counted until the work ends.
+        let check = move || -> (Result<Prepared, Refusal>, Vec<OwnedSemaphorePermit>) {
+            let mut permits = vec![room_permit];
+            let result = (|| {
+                let decompressed = body::decompress(raw, encoding, limits.max_decompressed_bytes)?;
+                // The body decompressed counts against the same budget.
+                let extra = super::kib(decompressed.len()).saturating_sub(super::kib(room));
+                if extra > 0 {
+                    let permit = u32::try_from(extra)
+                        .ok()
+                        .and_then(|n| Arc::clone(&in_flight).try_acquire_many_owned(n).ok())
+                        .ok_or_else(busy)?;
+                    permits.push(permit);
+                }
+                let families = body::parse(&decompressed, format, &limits)?;
+                drop(decompressed);
+                body::prepare(families, &key, &limits)
+            })();
+            drop(check_permit);
+            (result, permits)
         };
         if room <= INLINE_CHECK_BYTES && encoding == Encoding::Identity {
             check()
@@ -214,7 +241,7 @@ async fn accept(
                 // failure time, created if need be.
                 source
                     .committer
-                    .submit(Change::Fail { key }, now_ms)
+                    .submit(Change::Fail { key, expires_at_ms }, now_ms)
                     .await?;
             }
             Err(refusal)
@@ -237,6 +264,14 @@ fn body_too_large(max: usize) -> Refusal {
     Refusal::new(
         Reason::BodyTooLarge,
         format!("the body is larger than {max} bytes: push less, or raise --push-max-body-bytes"),
+    )
+}
+
+fn busy() -> Refusal {
+    Refusal::new(
+        Reason::Busy,
+        "the gateway holds as many push bodies as --push-max-bytes-in-flight allows: retry"
+            .to_owned(),
     )
 }
 
@@ -482,7 +517,7 @@ fn go_float(value: f64) -> String {
 fn rfc3339(unix_seconds: f64) -> String {
     // Microseconds at most: the times are kept in milliseconds, and more
     // digits would only show the float's rounding.
-    let total_nanos = (unix_seconds.max(0.0) * 1e6).round() as u128 * 1000;
+    let total_nanos = ((unix_seconds.clamp(0.0, 1e11) * 1e6).round() as u128).saturating_mul(1000);
     let seconds = (total_nanos / 1_000_000_000) as i64;
     let nanos = (total_nanos % 1_000_000_000) as u32;
     let days = seconds.div_euclid(86_400);

@@ -136,14 +136,14 @@ impl PushAuth {
                     .to_owned(),
             ));
         }
-        let passed = match authorization {
-            Some(value) => self.matches(value).await,
-            None => false,
+        let (passed, charged) = match authorization {
+            Some(value) => self.matches(value, peer, now).await?,
+            None => (false, false),
         };
         if passed {
             return Ok(());
         }
-        if let Some(peer) = peer {
+        if let Some(peer) = peer.filter(|_| !charged) {
             self.throttle.failed(peer, now);
         }
         if let Some(suppressed) = self.throttle.should_log(now) {
@@ -159,22 +159,31 @@ impl PushAuth {
         ))
     }
 
-    async fn matches(&self, value: &[u8]) -> bool {
+    /// Whether `value` holds good credentials, and whether the attempt was
+    /// already charged to `peer`'s throttle (a bcrypt check is charged
+    /// before it runs, so that a check cut short still counts).
+    async fn matches(
+        &self,
+        value: &[u8],
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(bool, bool), Refusal> {
         if let Some(token) = strip_scheme(value, b"bearer ") {
             // Every token compared, in constant time each.
-            return self.credentials.tokens.iter().fold(false, |found, t| {
+            let found = self.credentials.tokens.iter().fold(false, |found, t| {
                 found | bool::from(t.as_slice().ct_eq(token))
             });
+            return Ok((found, false));
         }
         let Some(encoded) = strip_scheme(value, b"basic ") else {
-            return false;
+            return Ok((false, false));
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim_ascii())
         else {
-            return false;
+            return Ok((false, false));
         };
         let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return false;
+            return Ok((false, false));
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let mut plain_match = false;
@@ -190,23 +199,36 @@ impl PushAuth {
             }
         }
         if plain_match {
-            return true;
+            return Ok((true, false));
         }
         let Some(hash) = hash else {
-            return false;
+            return Ok((false, false));
         };
         if self.remembered.lock().contains(value) {
-            return true;
+            return Ok((true, false));
         }
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
-            return false;
+        // One check per core at most, from all addresses together: past it
+        // the request is turned away rather than queued.
+        let Ok(slot) = Arc::clone(&self.bcrypt_slots).try_acquire_owned() else {
+            return Err(Refusal::new(
+                Reason::Throttled,
+                "the gateway is checking as many passwords as it has cores: retry".to_owned(),
+            ));
         };
+        if let Some(peer) = peer {
+            self.throttle.failed(peer, now);
+        }
         let password = password.to_vec();
-        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        // The slot goes with the check, which runs to its end even if the
+        // request goes away.
+        let verified = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            bcrypt::verify(&password, &hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         if verified {
             let mut remembered = self.remembered.lock();
             if remembered.len() >= MAX_REMEMBERED {
@@ -214,7 +236,7 @@ impl PushAuth {
             }
             remembered.insert(value.to_vec());
         }
-        verified
+        Ok((verified, true))
     }
 }
 

@@ -7,14 +7,16 @@
 //! The queue holds [`QUEUE_REQUESTS`] at most; past it a request waits to
 //! be queued (the pushers are slowed, nothing is dropped).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::Disk;
+use super::key::GroupingKey;
 use super::refusal::{Reason, Refusal};
-use super::store::{Change, Store};
+use super::store::{Change, Group, Pending, Store};
 use super::telemetry::PushTelemetry;
 
 /// Requests waiting for the committer at most.
@@ -104,6 +106,7 @@ fn run(
     telemetry.set_held(n_groups, n_series);
     let mut batch: Vec<Message> = Vec::with_capacity(MAX_BATCH);
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut doubtful = Doubtful::default();
     while closing.is_none() {
         let Some(first) = receiver.blocking_recv() else {
             break;
@@ -134,12 +137,16 @@ fn run(
                 }
             }
         }
-        if store.has_pending() {
+        if store.has_pending() || !doubtful.is_empty() {
             let started = Instant::now();
             let written = match disk.as_mut() {
-                Some(disk) => disk.write(&store.pending()),
+                Some(disk) => write(disk, &store, &doubtful),
                 None => Ok(()),
             };
+            match &written {
+                Ok(()) => doubtful = Doubtful::default(),
+                Err(_) => doubtful.add(&store.pending()),
+            }
             telemetry.commit(started.elapsed(), replies.len(), written.is_ok());
             match written {
                 Ok(()) => store.publish(),
@@ -171,4 +178,58 @@ fn run(
     if let Some(done) = closing {
         let _ = done.send(());
     }
+}
+
+/// Rows a failed write may or may not have changed on disk: a commit can
+/// fail after it reached the disk, so the file may hold a batch the groups
+/// in memory do not. The next write writes those rows again as memory has
+/// them (every row, if the batch wiped the store).
+#[derive(Debug, Default)]
+struct Doubtful {
+    keys: BTreeSet<GroupingKey>,
+    wiped: bool,
+}
+
+impl Doubtful {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && !self.wiped
+    }
+
+    fn add(&mut self, failed: &Pending<'_>) {
+        self.wiped |= failed.wiped;
+        self.keys
+            .extend(failed.changes.iter().map(|(key, _)| (*key).clone()));
+    }
+}
+
+/// Writes the batch of `store`, with the rows in doubt after a failure.
+fn write(disk: &mut Disk, store: &Store, doubtful: &Doubtful) -> Result<(), String> {
+    let pending = store.pending();
+    if doubtful.is_empty() {
+        return disk.write(&pending);
+    }
+    if doubtful.wiped {
+        let groups = store.current_groups();
+        return disk.write(&Pending {
+            wiped: true,
+            changes: groups
+                .iter()
+                .map(|(key, group)| (key, Some(&**group)))
+                .collect(),
+            finals: pending.finals,
+        });
+    }
+    let again: Vec<(GroupingKey, Option<Arc<Group>>)> = doubtful
+        .keys
+        .iter()
+        .filter(|key| !pending.changes.iter().any(|(changed, _)| changed == key))
+        .map(|key| (key.clone(), store.group(key)))
+        .collect();
+    let mut changes = pending.changes.clone();
+    changes.extend(again.iter().map(|(key, group)| (key, group.as_deref())));
+    disk.write(&Pending {
+        wiped: false,
+        changes,
+        finals: pending.finals,
+    })
 }

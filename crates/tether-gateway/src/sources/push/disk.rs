@@ -301,6 +301,13 @@ fn move_aside(path: &Path) -> Result<PathBuf, String> {
         .map_or(0, |d| d.as_secs());
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".corrupt-{seconds}"));
+    // Never over an earlier one moved aside in the same second.
+    let mut n = 1;
+    while Path::new(&aside).exists() {
+        n += 1;
+        aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{seconds}-{n}"));
+    }
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside).map_err(|e| {
         format!(
@@ -431,6 +438,7 @@ mod tests {
     const LIMITS: StoreLimits = StoreLimits {
         max_groups: 100,
         max_series: 100,
+        max_bytes: usize::MAX,
     };
 
     #[test]

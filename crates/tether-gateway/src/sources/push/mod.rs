@@ -52,6 +52,9 @@ pub const DEFAULT_PUSH_MAX_SERIES_PER_PUSH: usize = 200_000;
 pub const DEFAULT_PUSH_MAX_GROUPS: usize = 10_000;
 /// Default most series in all push groups; a push that would pass it gets 429.
 pub const DEFAULT_PUSH_MAX_SERIES: usize = 2_000_000;
+/// Default most bytes of pushed families held in all groups (1 GiB, as
+/// estimated by `Families::approx_bytes`); a push that would pass it gets 429.
+pub const DEFAULT_PUSH_MAX_HELD_BYTES: usize = 1 << 30;
 /// Default longest metric or label name in a push, in bytes; past it, 413.
 pub const DEFAULT_PUSH_MAX_NAME_BYTES: usize = 1024;
 /// Default longest label value or help text in a push, in bytes; past it, 413.
@@ -162,6 +165,11 @@ impl PushSettings {
                     "push_max_series",
                     raw.push_max_series.unwrap_or(DEFAULT_PUSH_MAX_SERIES),
                 )?,
+                max_bytes: positive_usize(
+                    "push_max_held_bytes",
+                    raw.push_max_held_bytes
+                        .unwrap_or(DEFAULT_PUSH_MAX_HELD_BYTES),
+                )?,
             },
             credentials,
             aggregate_jobs: raw.push_aggregate_job.clone().unwrap_or_default(),
@@ -213,6 +221,70 @@ pub(crate) struct PushSource {
     started: SystemTime,
     /// Agents' final pushes loaded at start, until the agents take them.
     kept_finals: parking_lot::Mutex<Vec<disk::Final>>,
+    /// Each group's turn, so requests on it apply in the order they came.
+    turns: GroupTurns,
+}
+
+/// Turns on groups: a request takes its group's turn when its headers are
+/// read and holds it until it is answered, so that a later request on the
+/// group (a DELETE after a large PUT) cannot overtake it. An entry lives
+/// while a request holds or waits for it.
+#[derive(Debug, Default)]
+pub(crate) struct GroupTurns {
+    /// Short sections: a lookup, an insert or a removal.
+    waiting: parking_lot::Mutex<
+        std::collections::HashMap<key::GroupingKey, Arc<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+/// Entries of [`GroupTurns`] past which those nobody holds are swept.
+const MAX_TURNS: usize = 4096;
+
+/// A request's turn on its group; given up when dropped.
+pub(crate) struct Turn<'a> {
+    turns: &'a GroupTurns,
+    key: key::GroupingKey,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl GroupTurns {
+    /// Waits for `key`'s turn (first come, first served).
+    pub(crate) async fn take(&self, key: &key::GroupingKey) -> Turn<'_> {
+        let lock = {
+            let mut waiting = self.waiting.lock();
+            if waiting.len() >= MAX_TURNS {
+                // Entries of requests cancelled while they waited may be
+                // left; those nobody holds go.
+                waiting.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            Arc::clone(waiting.entry(key.clone()).or_default())
+        };
+        // Made before the wait, so that a request cancelled while waiting
+        // still removes the entry it may leave behind.
+        let mut turn = Turn {
+            turns: self,
+            key: key.clone(),
+            lock: Some(Arc::clone(&lock)),
+            guard: None,
+        };
+        turn.guard = Some(lock.lock_owned().await);
+        turn
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        drop(self.lock.take());
+        let mut waiting = self.turns.waiting.lock();
+        if waiting
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            waiting.remove(&self.key);
+        }
+    }
 }
 
 impl PushSource {
@@ -248,15 +320,12 @@ impl PushSource {
                     groups = opened.groups.len(),
                     "push store opened"
                 );
-                let finals: Vec<disk::Final> = opened
-                    .finals
-                    .into_iter()
-                    .filter(|f| f.expires_at_ms > now_ms)
-                    .collect();
-                (opened.groups, finals, Some(opened.disk))
+                (opened.groups, opened.finals, Some(opened.disk))
             }
             None => (Vec::new(), Vec::new(), None),
         };
+        // Every row's id, expired ones too: the first expiry tick deletes
+        // those; the agents are given the others.
         let final_ids = finals
             .iter()
             .map(|f| {
@@ -282,7 +351,13 @@ impl PushSource {
             telemetry,
             flags,
             started: SystemTime::now(),
-            kept_finals: parking_lot::Mutex::new(finals),
+            turns: GroupTurns::default(),
+            kept_finals: parking_lot::Mutex::new(
+                finals
+                    .into_iter()
+                    .filter(|f| f.expires_at_ms > now_ms)
+                    .collect(),
+            ),
         })
     }
 

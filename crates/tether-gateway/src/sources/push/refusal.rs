@@ -45,6 +45,8 @@ pub(crate) enum Reason {
     Throttled,
     /// The admin API is off.
     AdminDisabled,
+    /// Push bodies in flight are at `--push-max-bytes-in-flight`.
+    Busy,
     /// The store could not write (disk full, I/O error).
     StoreFailed,
     /// The gateway is shutting down.
@@ -53,7 +55,7 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, in label order.
-    pub(crate) const ALL: [Reason; 21] = [
+    pub(crate) const ALL: [Reason; 22] = [
         Reason::BadPath,
         Reason::Malformed,
         Reason::Timestamp,
@@ -73,6 +75,7 @@ impl Reason {
         Reason::Unauthorized,
         Reason::Throttled,
         Reason::AdminDisabled,
+        Reason::Busy,
         Reason::StoreFailed,
         Reason::ShuttingDown,
     ];
@@ -99,6 +102,7 @@ impl Reason {
             Reason::Unauthorized => "unauthorized",
             Reason::Throttled => "throttled",
             Reason::AdminDisabled => "admin_disabled",
+            Reason::Busy => "busy",
             Reason::StoreFailed => "store_failed",
             Reason::ShuttingDown => "shutting_down",
         }
@@ -126,7 +130,9 @@ impl Reason {
             Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::Unauthorized => StatusCode::UNAUTHORIZED,
             Reason::AdminDisabled => StatusCode::FORBIDDEN,
-            Reason::StoreFailed | Reason::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Busy | Reason::StoreFailed | Reason::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

@@ -141,9 +141,11 @@ pub(crate) enum Change {
         /// 0 = never.
         expires_at_ms: u64,
     },
-    /// A push refused for an inconsistency: its failure time is recorded.
+    /// A push refused for an inconsistency: its failure time is recorded
+    /// (a group it creates expires at `expires_at_ms`, 0 = never).
     Fail {
         key: GroupingKey,
+        expires_at_ms: u64,
     },
     Delete {
         key: GroupingKey,
@@ -164,6 +166,8 @@ pub(crate) enum Change {
 pub(crate) struct StoreLimits {
     pub(crate) max_groups: usize,
     pub(crate) max_series: usize,
+    /// Estimated bytes of every group's families (`Families::approx_bytes`).
+    pub(crate) max_bytes: usize,
 }
 
 /// How many groups hold a family of one name, and its type.
@@ -190,6 +194,7 @@ pub(crate) struct Store {
     names: HashMap<String, NameEntry>,
     n_series: usize,
     n_groups: usize,
+    n_bytes: usize,
     limits: StoreLimits,
     /// Agents' final pushes on disk, by id, with their expiry (Unix ms).
     finals: BTreeMap<Vec<u8>, u64>,
@@ -233,6 +238,7 @@ impl Store {
             names: HashMap::new(),
             n_series: 0,
             n_groups: 0,
+            n_bytes: 0,
             limits,
             finals,
             staged_finals: Vec::new(),
@@ -261,6 +267,17 @@ impl Store {
         self.published.lock().get(key).cloned()
     }
 
+    /// The group of `key` at `now_ms`: one that expired is deleted first
+    /// (staged like any change), so nothing merges into it or counts it.
+    fn current(&mut self, key: &GroupingKey, now_ms: u64) -> Option<Arc<Group>> {
+        let group = self.get(key)?;
+        if group.expired(now_ms) {
+            self.replace(key.clone(), Some(&group), None);
+            return None;
+        }
+        Some(group)
+    }
+
     /// Applies one change at `now_ms` (Unix milliseconds), staged until
     /// [`publish`](Self::publish); a refused push changes nothing but its
     /// group's failure time, which [`Change::Fail`] records.
@@ -274,7 +291,7 @@ impl Store {
                 aggregate,
                 expires_at_ms,
             } => {
-                let old = self.get(&key);
+                let old = self.current(&key, now_ms);
                 let result = self.pushed(
                     &key,
                     old.as_deref(),
@@ -291,15 +308,15 @@ impl Store {
                     }
                     Err(refusal) => {
                         if refusal.reason.marks_failure() {
-                            self.fail(key, old.as_deref(), now);
+                            self.fail(key, old.as_deref(), now, expires_at_ms);
                         }
                         Err(refusal)
                     }
                 }
             }
-            Change::Fail { key } => {
-                let old = self.get(&key);
-                self.fail(key, old.as_deref(), now);
+            Change::Fail { key, expires_at_ms } => {
+                let old = self.current(&key, now_ms);
+                self.fail(key, old.as_deref(), now, expires_at_ms);
                 Ok(())
             }
             Change::Delete { key } => {
@@ -314,6 +331,7 @@ impl Store {
                 self.names.clear();
                 self.n_series = 0;
                 self.n_groups = 0;
+                self.n_bytes = 0;
                 Ok(())
             }
             Change::Expire => {
@@ -378,8 +396,14 @@ impl Store {
                     merged.extend(new_families);
                     merged
                 };
-                let body =
-                    Families::normalize(merged, Some(&target), Origin::Peer, &mut Drops::default());
+                let mut drops = Drops::default();
+                let body = Families::normalize(merged, Some(&target), Origin::Peer, &mut drops);
+                if !drops.is_empty() {
+                    return Err(Refusal::new(
+                        Reason::TypeConflict,
+                        "the push clashes with the group's other families (a name written twice, or with two types, or a series given twice): PUT the whole group instead".to_owned(),
+                    ));
+                }
                 (body, target)
             }
         };
@@ -393,13 +417,24 @@ impl Store {
             ));
         }
         let n_old = old.map_or(0, |g| g.body.n_series());
-        let n_after = self.n_series - n_old + body.n_series();
+        let n_after = self.n_series.saturating_sub(n_old) + body.n_series();
         if n_after > self.limits.max_series && body.n_series() > n_old {
             return Err(Refusal::new(
                 Reason::TooManySeries,
                 format!(
                     "the push would take the gateway past {} series in all groups: delete groups, set a TTL, or raise --push-max-series",
                     self.limits.max_series
+                ),
+            ));
+        }
+        let bytes_old = old.map_or(0, |g| g.body.approx_bytes());
+        let bytes_after = self.n_bytes.saturating_sub(bytes_old) + body.approx_bytes();
+        if bytes_after > self.limits.max_bytes && body.approx_bytes() > bytes_old {
+            return Err(Refusal::new(
+                Reason::TooManySeries,
+                format!(
+                    "the push would take the gateway past {} bytes of pushed metrics: delete groups, set a TTL, or raise --push-max-held-bytes",
+                    self.limits.max_bytes
                 ),
             ));
         }
@@ -414,7 +449,9 @@ impl Store {
         };
         family_times.extend(new_names.into_iter().map(|name| (name, now)));
         family_times.sort_by(|a, b| a.0.cmp(&b.0));
-        family_times.retain(|(name, _)| body.as_slice().iter().any(|f| &f.name == name));
+        let in_body: std::collections::HashSet<&str> =
+            body.as_slice().iter().map(|f| f.name.as_str()).collect();
+        family_times.retain(|(name, _)| in_body.contains(name.as_str()));
         let failure_time = old.map_or(0.0, |g| g.failure_time);
         let expires_at_ms = if expires_at_ms == 0 { 0 } else { expires_at_ms };
         Ok(Group::new(
@@ -436,7 +473,12 @@ impl Store {
         if entry.metric_type == family.metric_type {
             return Ok(());
         }
-        let own = old.is_some_and(|g| g.body.as_slice().iter().any(|f| f.name == family.name));
+        // The group's family times are its families' names, sorted.
+        let own = old.is_some_and(|g| {
+            g.family_times
+                .binary_search_by(|(name, _)| name.as_str().cmp(&family.name))
+                .is_ok()
+        });
         if entry.n_groups > usize::from(own) {
             return Err(Refusal::new(
                 Reason::TypeConflict,
@@ -451,7 +493,7 @@ impl Store {
         Ok(())
     }
 
-    fn fail(&mut self, key: GroupingKey, old: Option<&Group>, now: f64) {
+    fn fail(&mut self, key: GroupingKey, old: Option<&Group>, now: f64, expires_at_ms: u64) {
         let group = match old {
             Some(old) => old.with_failure(now),
             None => {
@@ -465,7 +507,7 @@ impl Store {
                     Families::default(),
                     0.0,
                     now,
-                    0,
+                    expires_at_ms,
                     Vec::new(),
                 )
             }
@@ -487,6 +529,7 @@ impl Store {
     fn index(&mut self, group: &Group) {
         self.n_groups += 1;
         self.n_series += group.body.n_series();
+        self.n_bytes += group.body.approx_bytes();
         for family in group.body.as_slice() {
             let entry = self.names.entry(family.name.clone()).or_insert(NameEntry {
                 metric_type: family.metric_type,
@@ -499,6 +542,7 @@ impl Store {
     fn unindex(&mut self, group: &Group) {
         self.n_groups = self.n_groups.saturating_sub(1);
         self.n_series = self.n_series.saturating_sub(group.body.n_series());
+        self.n_bytes = self.n_bytes.saturating_sub(group.body.approx_bytes());
         for family in group.body.as_slice() {
             if let Some(entry) = self.names.get_mut(&family.name) {
                 entry.n_groups = entry.n_groups.saturating_sub(1);
@@ -547,6 +591,32 @@ impl Store {
         }
     }
 
+    /// The group of `key` as it stands with the batch's changes.
+    pub(crate) fn group(&self, key: &GroupingKey) -> Option<Arc<Group>> {
+        self.get(key)
+    }
+
+    /// Every group as it stands with the batch's changes: what a full
+    /// rewrite of the store writes.
+    pub(crate) fn current_groups(&self) -> Vec<(GroupingKey, Arc<Group>)> {
+        let mut groups: BTreeMap<GroupingKey, Arc<Group>> = if self.wiped {
+            BTreeMap::new()
+        } else {
+            self.published.lock().clone()
+        };
+        for (key, group) in &self.staged {
+            match group {
+                Some(group) => {
+                    groups.insert(key.clone(), Arc::clone(group));
+                }
+                None => {
+                    groups.remove(key);
+                }
+            }
+        }
+        groups.into_iter().collect()
+    }
+
     /// Makes the batch visible to readers: it is on disk.
     pub(crate) fn publish(&mut self) {
         self.staged_finals.clear();
@@ -582,6 +652,7 @@ impl Store {
         self.names.clear();
         self.n_series = 0;
         self.n_groups = 0;
+        self.n_bytes = 0;
         let groups: Vec<Arc<Group>> = self.published.lock().values().cloned().collect();
         for group in groups {
             self.index(&group);
@@ -618,11 +689,18 @@ fn same_target(
 /// new value; series and families the push does not name are kept.
 fn aggregated(old: &[MetricFamily], new: &[MetricFamily]) -> Result<Vec<MetricFamily>, Refusal> {
     let mut merged: Vec<MetricFamily> = old.to_vec();
+    let mut by_name: HashMap<String, usize> = merged
+        .iter()
+        .enumerate()
+        .map(|(index, f)| (f.name.clone(), index))
+        .collect();
     for family in new {
-        let Some(stored) = merged.iter_mut().find(|f| f.name == family.name) else {
+        let Some(&index) = by_name.get(&family.name) else {
+            by_name.insert(family.name.clone(), merged.len());
             merged.push(family.clone());
             continue;
         };
+        let stored = &mut merged[index];
         if stored.metric_type != family.metric_type {
             *stored = family.clone();
             continue;
@@ -728,6 +806,7 @@ mod tests {
     const LIMITS: StoreLimits = StoreLimits {
         max_groups: 3,
         max_series: 10,
+        max_bytes: usize::MAX,
     };
 
     fn push(path: &str, body: &str, mode: Mode, aggregate: bool) -> Change {
@@ -785,6 +864,7 @@ mod tests {
             StoreLimits {
                 max_groups: 10,
                 max_series: 100,
+                max_bytes: usize::MAX,
             },
         );
         store
@@ -828,6 +908,7 @@ mod tests {
             StoreLimits {
                 max_groups: 10,
                 max_series: 100,
+                max_bytes: usize::MAX,
             },
         );
         store
@@ -880,6 +961,7 @@ mod tests {
             StoreLimits {
                 max_groups: 10,
                 max_series: 100,
+                max_bytes: usize::MAX,
             },
         );
         store
@@ -906,6 +988,7 @@ mod tests {
             StoreLimits {
                 max_groups: 10,
                 max_series: 100,
+                max_bytes: usize::MAX,
             },
         );
         let body = "# TYPE c_total counter\nc_total 2\n# TYPE g gauge\ng 5\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
@@ -929,12 +1012,64 @@ mod tests {
     }
 
     #[test]
+    fn failed_pushes_expire_expired_groups_are_gone_and_merges_keep_the_rules() {
+        let limits = StoreLimits {
+            max_groups: 10,
+            max_series: 100,
+            max_bytes: usize::MAX,
+        };
+        let mut store = Store::new(Vec::new(), limits);
+        // A group made by a failed push expires like any other.
+        let key = GroupingKey::from_path("job/failed").expect("a key");
+        store
+            .apply(
+                Change::Fail {
+                    key,
+                    expires_at_ms: 2_000,
+                },
+                1_000,
+            )
+            .expect("recorded");
+        store.apply(Change::Expire, 2_000).expect("expired");
+        store.publish();
+        assert!(store.published.lock().is_empty());
+        assert_eq!(store.totals(), (0, 0));
+        // A POST after the group expired starts a new group.
+        let mut first = put("job/p", "x 1\n");
+        if let Change::Push { expires_at_ms, .. } = &mut first {
+            *expires_at_ms = 5_000;
+        }
+        store.apply(first, 1_000).expect("pushed");
+        store
+            .apply(push("job/p", "y 2\n", Mode::Names, false), 6_000)
+            .expect("pushed");
+        store.publish();
+        assert_eq!(values(&store, "job/p"), pairs(&[("y", "2")]));
+        assert_eq!(store.totals(), (1, 1));
+        // A POST that would break the group's own rules is refused.
+        store
+            .apply(
+                put(
+                    "job/h",
+                    "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+                ),
+                1,
+            )
+            .expect("pushed");
+        let refused = store
+            .apply(push("job/h", "h_count 5\n", Mode::Names, false), 2)
+            .expect_err("refused");
+        assert_eq!(refused.reason, Reason::TypeConflict);
+    }
+
+    #[test]
     fn groups_expire_at_their_time() {
         let mut store = Store::new(
             Vec::new(),
             StoreLimits {
                 max_groups: 10,
                 max_series: 100,
+                max_bytes: usize::MAX,
             },
         );
         let mut change = put("job/t", "x 1\n");

@@ -337,3 +337,23 @@ async fn acknowledged_pushes_survive_a_restart() {
     second.committer.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn requests_on_one_group_take_turns_in_the_order_they_came() {
+    let turns = GroupTurns::default();
+    let a = key::GroupingKey::from_path("job/a").expect("a key");
+    let b = key::GroupingKey::from_path("job/b").expect("a key");
+    let first = turns.take(&a).await;
+    // Another group is not held up.
+    let other = turns.take(&b).await;
+    drop(other);
+    let mut second = Box::pin(turns.take(&a));
+    assert!(
+        futures::poll!(second.as_mut()).is_pending(),
+        "the second request on a group waits for the first"
+    );
+    drop(first);
+    let second = second.await;
+    drop(second);
+    assert!(turns.waiting.lock().is_empty(), "no turn is left behind");
+}
