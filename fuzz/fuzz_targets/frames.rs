@@ -10,6 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../crates/tether-proto/tests/it/fuzz_property.rs"]
+#[allow(dead_code)]
 mod property;
 
 fuzz_target!(|data: &[u8]| {
