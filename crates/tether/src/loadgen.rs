@@ -120,32 +120,42 @@ pub(crate) fn run(args: &LoadgenArgs) -> ExitCode {
     }
 }
 
-fn run_agents(args: &AgentsArgs) -> ExitCode {
-    if let Err(message) = validate(args) {
-        crate::setup::report_error(&format!("tether loadgen: {message}"));
-        return ExitCode::from(2);
-    }
+/// Runs `work` on a multi-threaded runtime, with a token that SIGINT or
+/// SIGTERM cancels, so that a workload stopped early still gives its
+/// summary. `None`, reported under `command`, if the runtime cannot start.
+pub(crate) fn until_signal<F: Future>(
+    command: &str,
+    work: impl FnOnce(CancellationToken) -> F,
+) -> Option<F::Output> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            crate::setup::report_error(&format!(
-                "tether loadgen: cannot start the runtime: {error}"
-            ));
-            return ExitCode::FAILURE;
+            crate::setup::report_error(&format!("{command}: cannot start the runtime: {error}"));
+            return None;
         }
     };
     let stop = CancellationToken::new();
-    let summary = runtime.block_on(async {
+    Some(runtime.block_on(async {
         let on_signal = stop.clone();
         tokio::spawn(async move {
             crate::setup::wait_for_signal().await;
             on_signal.cancel();
         });
-        agents(args, stop).await
-    });
+        work(stop).await
+    }))
+}
+
+fn run_agents(args: &AgentsArgs) -> ExitCode {
+    if let Err(message) = validate(args) {
+        crate::setup::report_error(&format!("tether loadgen: {message}"));
+        return ExitCode::from(2);
+    }
+    let Some(summary) = until_signal("tether loadgen", |stop| agents(args, stop)) else {
+        return ExitCode::FAILURE;
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = if args.json {
         writeln!(stdout, "{}", summary.json())

@@ -154,27 +154,12 @@ pub(super) fn run(args: &PushArgs) -> ExitCode {
             }
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            crate::setup::report_error(&format!(
-                "tether loadgen push: cannot start the runtime: {error}"
-            ));
-            return ExitCode::FAILURE;
-        }
-    };
-    let interrupted = CancellationToken::new();
-    let summary = runtime.block_on(async {
-        let on_signal = interrupted.clone();
-        tokio::spawn(async move {
-            crate::setup::wait_for_signal().await;
-            on_signal.cancel();
-        });
+    let summary = super::until_signal("tether loadgen push", |interrupted| async move {
         push_and_scrape(args, &target, rendered, &interrupted).await
     });
+    let Some(summary) = summary else {
+        return ExitCode::FAILURE;
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = if args.json {
         writeln!(stdout, "{}", summary.json())

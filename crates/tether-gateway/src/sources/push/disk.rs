@@ -144,29 +144,26 @@ fn write_batch(db: &Database, pending: &Pending<'_>) -> Result<(), String> {
     }
     if !pending.finals.is_empty() {
         let mut table = txn.open_table(FINALS).map_err(|e| e.to_string())?;
-        let rows = pending
-            .finals
-            .iter()
-            .map(|(id, row)| (id.clone(), row.clone()));
+        let rows = pending.finals.iter().map(|(id, row)| (id, row.as_ref()));
         write_rows(&mut table, rows)?;
     }
     txn.commit().map_err(|e| e.to_string())
 }
 
 /// Writes each row (`Some`) or deletes it (`None`).
-fn write_rows(
+fn write_rows<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    rows: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    rows: impl Iterator<Item = (K, Option<V>)>,
 ) -> Result<(), String> {
     for (key, value) in rows {
         match value {
             Some(value) => {
                 table
-                    .insert(key.as_slice(), value.as_slice())
+                    .insert(key.as_ref(), value.as_ref())
                     .map_err(|e| e.to_string())?;
             }
             None => {
-                table.remove(key.as_slice()).map_err(|e| e.to_string())?;
+                table.remove(key.as_ref()).map_err(|e| e.to_string())?;
             }
         }
     }

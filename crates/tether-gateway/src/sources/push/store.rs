@@ -257,7 +257,8 @@ impl Store {
         (self.n_groups, self.n_series)
     }
 
-    fn get(&self, key: &GroupingKey) -> Option<Arc<Group>> {
+    /// The group of `key` as it stands with the batch's changes.
+    pub(crate) fn group(&self, key: &GroupingKey) -> Option<Arc<Group>> {
         if let Some(staged) = self.staged.get(key) {
             return staged.clone();
         }
@@ -270,7 +271,7 @@ impl Store {
     /// The group of `key` at `now_ms`: one that expired is deleted first
     /// (staged like any change), so nothing merges into it or counts it.
     fn current(&mut self, key: &GroupingKey, now_ms: u64) -> Option<Arc<Group>> {
-        let group = self.get(key)?;
+        let group = self.group(key)?;
         if group.expired(now_ms) {
             self.replace(key.clone(), Some(&group), None);
             return None;
@@ -320,7 +321,7 @@ impl Store {
                 Ok(())
             }
             Change::Delete { key } => {
-                if let Some(old) = self.get(&key) {
+                if let Some(old) = self.group(&key) {
                     self.replace(key, Some(&old), None);
                 }
                 Ok(())
@@ -336,7 +337,7 @@ impl Store {
             }
             Change::Expire => {
                 for key in self.expired_keys(now_ms) {
-                    if let Some(old) = self.get(&key) {
+                    if let Some(old) = self.group(&key) {
                         self.replace(key, Some(&old), None);
                     }
                 }
@@ -453,7 +454,6 @@ impl Store {
             body.as_slice().iter().map(|f| f.name.as_str()).collect();
         family_times.retain(|(name, _)| in_body.contains(name.as_str()));
         let failure_time = old.map_or(0.0, |g| g.failure_time);
-        let expires_at_ms = if expires_at_ms == 0 { 0 } else { expires_at_ms };
         Ok(Group::new(
             key.clone(),
             target,
@@ -589,11 +589,6 @@ impl Store {
                 .collect(),
             finals: &self.staged_finals,
         }
-    }
-
-    /// The group of `key` as it stands with the batch's changes.
-    pub(crate) fn group(&self, key: &GroupingKey) -> Option<Arc<Group>> {
-        self.get(key)
     }
 
     /// Every group as it stands with the batch's changes: what a full
@@ -952,6 +947,33 @@ mod tests {
             .apply(put("job/a", ""), 1)
             .expect("as the test set it up");
         assert_eq!(store.totals(), (3, 2));
+    }
+
+    #[test]
+    fn the_held_bytes_limit_refuses_growth_with_429_and_allows_shrinking() {
+        let mut store = Store::new(
+            Vec::new(),
+            StoreLimits {
+                max_groups: 10,
+                max_series: 1000,
+                max_bytes: 4096,
+            },
+        );
+        store.apply(put("job/a", "x 1\n"), 1).expect("small enough");
+        let many: String = (0..40).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+        let refused = store
+            .apply(put("job/b", &many), 1)
+            .expect_err("past the bytes");
+        assert_eq!(
+            refused.reason.status(),
+            axum::http::StatusCode::TOO_MANY_REQUESTS
+        );
+        assert!(
+            refused.message.contains("--push-max-held-bytes"),
+            "{}",
+            refused.message
+        );
+        store.apply(put("job/a", ""), 1).expect("shrinking");
     }
 
     #[test]

@@ -357,3 +357,53 @@ async fn requests_on_one_group_take_turns_in_the_order_they_came() {
     drop(second);
     assert!(turns.waiting.lock().is_empty(), "no turn is left behind");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_comes_gets_408_and_a_push_without_room_503() {
+    let source = source(RawConfig {
+        push_body_timeout_ms: Some(1_000),
+        push_max_body_bytes: Some(1 << 20),
+        push_max_bytes_in_flight: Some(1 << 20),
+        ..RawConfig::default()
+    });
+    // A body announced whole and never sent holds all the room.
+    let never = Body::from_stream(futures::stream::pending::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
+    let slow = {
+        let source = Arc::clone(&source);
+        tokio::spawn(async move {
+            send(
+                &source,
+                "PUT",
+                "/metrics/job/slow",
+                &[("content-length", "1048576")],
+                never,
+            )
+            .await
+        })
+    };
+    // Until the slow push holds the room (its wait for the body is next).
+    while source.in_flight.available_permits() > 0 {
+        assert!(
+            !slow.is_finished(),
+            "the slow push ended before it held the room"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (status, text) = send(
+        &source,
+        "PUT",
+        "/metrics/job/other",
+        &[("content-length", "4")],
+        "x 1\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert!(text.contains("--push-max-bytes-in-flight"), "{text}");
+    let (status, text) = slow.await.expect("the slow push answered");
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+    // The room is back.
+    let (status, _) = send(&source, "PUT", "/metrics/job/other", &[], "x 1\n").await;
+    assert_eq!(status, StatusCode::OK);
+}
