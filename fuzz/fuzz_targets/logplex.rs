@@ -2,14 +2,14 @@
 //! may panic them, no frame passes its limit, and the frames read, written
 //! again, read back the same.
 //!
-//! The property lives in tether-proto's integration tests, which run it on
+//! The property lives in tether-drain's integration tests, which run it on
 //! generated input.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../crates/tether-proto/tests/it/fuzz_property.rs"]
+#[path = "../../crates/tether-drain/tests/it/fuzz_property.rs"]
 #[allow(dead_code)]
 mod property;
 

@@ -1,6 +1,5 @@
 //! Wire formats of tether: the varint length-delimited frame codec, the
-//! agent protocol, the metrics-exporter-tcp event stream, and Heroku's
-//! logplex drain framing ([`logplex_frames`], [`parse_syslog`]).
+//! agent protocol and the metrics-exporter-tcp event stream.
 //!
 //! Everything here is a pure codec over bytes: no sockets, no runtime, no
 //! knowledge of the gateway. A reader buffers what arrives, asks
@@ -38,7 +37,6 @@ mod event;
 mod examples;
 mod fold;
 mod frame;
-mod logplex;
 mod scan;
 
 pub use agent::{
@@ -58,9 +56,5 @@ pub use fold::{
 };
 pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameLen, check, encode, encode_limited, encode_to_vec,
-};
-pub use logplex::{
-    DEFAULT_MAX_LOGPLEX_MESSAGE_BYTES, DEFAULT_MAX_LOGPLEX_MESSAGES, LogplexFrameError,
-    LogplexFrames, LogplexLimits, SyslogError, SyslogMessage, logplex_frames, parse_syslog,
 };
 pub use scan::{PUSH_FIELD, SCRAPE_RESPONSE_FIELD, Shape, scan_client_message};

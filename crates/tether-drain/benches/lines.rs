@@ -1,0 +1,3 @@
+//! Placeholder replaced by the line parsers' benchmarks.
+
+fn main() {}
