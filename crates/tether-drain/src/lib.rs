@@ -11,7 +11,7 @@
 //! ```
 //! use tether_drain::{LogplexLimits, logplex_frames, parse_syslog};
 //!
-//! let body = b"83 <158>1 2024-01-01T00:00:00+00:00 host heroku router - at=info status=200 service=3ms\n";
+//! let body = b"85 <158>1 2024-01-01T00:00:00+00:00 host heroku router - at=info status=200 service=3ms\n";
 //! let mut frames = logplex_frames(body, LogplexLimits::default());
 //! let message = parse_syslog(frames.next().expect("one frame")?)?;
 //! assert_eq!(message.procid, "router");

@@ -62,6 +62,8 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
 pub const DEFAULT_MAX_SCRAPE_BODIES: usize = 8;
 /// Default most concurrent HTTP/2 streams per connection.
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 8;
+/// The basic-auth user of the expositions when `metrics_password` is set.
+pub const METRICS_USER: &str = "metrics";
 /// Default time shutdown waits for connections to finish, in milliseconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
 
@@ -250,6 +252,47 @@ raw_config! {
     push_basic_auth: Vec<String>,
     /// Jobs whose pushes always add into their group (aggregation).
     push_aggregate_job: Vec<String>,
+    /// Password of the drain at `/drain` (user `drain`), plain or a bcrypt
+    /// hash; setting it enables the drain.
+    drain_password: String,
+    /// Prefix of instance-metric lines in drains.
+    drain_prefix: String,
+    /// Time a drain series stays served without an update, in seconds (0 = forever).
+    drain_series_ttl_secs: u64,
+    /// Most series one drain holds.
+    drain_max_series: usize,
+    /// Most bytes one drain's series take (estimated).
+    drain_max_held_bytes: usize,
+    /// Largest drain body, in bytes.
+    drain_max_body_bytes: usize,
+    /// Longest drain line, in bytes.
+    drain_max_line_bytes: usize,
+    /// Time a drain body may take to arrive, in milliseconds.
+    drain_body_timeout_ms: u64,
+    /// More drains, each with its own path, credentials and prefix
+    /// (`[[drain]]` tables of the file).
+    drain: Vec<DrainTable>,
+    /// Password the expositions (`/metrics`, `/metrics/connected`,
+    /// `/metrics/proxy`) require (user `metrics`), plain or a bcrypt hash.
+    metrics_password: String,
+}
+
+/// One drain of the configuration file (`[[drain]]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainTable {
+    /// The route, such as `/drain/myapp`.
+    pub path: String,
+    /// The basic-auth user (`drain` when not given).
+    pub user: Option<String>,
+    /// Its password, plain or a bcrypt hash.
+    pub password: String,
+    /// The prefix of instance-metric lines (`drain_prefix` when not given).
+    pub prefix: Option<String>,
+    /// Series TTL in seconds (`drain_series_ttl_secs` when not given; 0 = forever).
+    pub series_ttl_secs: Option<u64>,
+    /// Most series held (`drain_max_series` when not given).
+    pub max_series: Option<usize>,
 }
 
 impl RawConfig {
@@ -318,6 +361,8 @@ pub(crate) struct HttpSettings {
     pub(crate) scrape_timeout: Duration,
     /// Time kept back from the scraper's timeout.
     pub(crate) scrape_margin: Duration,
+    /// Who may read the expositions; no one needs to be named when empty.
+    pub(crate) metrics_credentials: crate::credentials::Credentials,
 }
 
 /// The validated configuration the gateway runs with.
@@ -427,6 +472,14 @@ impl Config {
             },
             scrape_timeout: Duration::from_millis(scrape_timeout_ms),
             scrape_margin: Duration::from_millis(scrape_margin_ms),
+            metrics_credentials: match &raw.metrics_password {
+                None => crate::credentials::Credentials::default(),
+                Some(password) => crate::credentials::Credentials::user(METRICS_USER, password)
+                    .map_err(|message| ConfigError::Invalid {
+                        key: "metrics_password",
+                        message,
+                    })?,
+            },
         };
         let sources = crate::sources::Sections::from_raw(raw)?;
         if let Some(clash) = sources
@@ -504,6 +557,25 @@ impl Config {
                 self.http.scrape_timeout.as_millis().to_string(),
             ),
             flag("tls", self.tls.is_some().to_string()),
+            flag(
+                "drains",
+                self.sources
+                    .drains
+                    .drains
+                    .iter()
+                    .map(|d| d.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "metrics-auth",
+                if self.http.metrics_credentials.required() {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_owned(),
+            ),
         ]
     }
 

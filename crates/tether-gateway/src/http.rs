@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tether_model::Format;
 
+use crate::credentials::Denied;
 use crate::exposition::RenderError;
 use crate::sources::Scope;
 use crate::state::Shared;
@@ -78,16 +81,46 @@ async fn sources_status(State(shared): State<Arc<Shared>>) -> Response {
     response
 }
 
-async fn metrics_all(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    exposition(shared, &headers, Scope::All).await
+async fn metrics_all(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    guarded_exposition(shared, request, Scope::All).await
 }
 
-async fn metrics_connected(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    exposition(shared, &headers, Scope::Connected).await
+async fn metrics_connected(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    guarded_exposition(shared, request, Scope::Connected).await
 }
 
-async fn metrics_proxy(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    exposition(shared, &headers, Scope::Gateway).await
+async fn metrics_proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    guarded_exposition(shared, request, Scope::Gateway).await
+}
+
+/// An exposition, once the request has shown the expositions'
+/// credentials (when `metrics_password` is set).
+async fn guarded_exposition(shared: Arc<Shared>, request: Request, scope: Scope) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if let Err(denied) = shared.metrics_guard.check(authorization, peer).await {
+        let (status, challenge) = match denied {
+            Denied::Unauthorized => (StatusCode::UNAUTHORIZED, true),
+            Denied::Throttled | Denied::Busy => (StatusCode::TOO_MANY_REQUESTS, false),
+        };
+        let mut response = (status, format!("{}\n", denied.message())).into_response();
+        let header_value = if challenge {
+            (header::WWW_AUTHENTICATE, "Basic realm=\"metrics\"")
+        } else {
+            (header::RETRY_AFTER, "1")
+        };
+        response
+            .headers_mut()
+            .insert(header_value.0, HeaderValue::from_static(header_value.1));
+        return response;
+    }
+    exposition(shared, request.headers(), scope).await
 }
 
 /// One exposition: every source asked for its parts within the scrape's
@@ -143,6 +176,18 @@ async fn exposition(shared: Arc<Shared>, headers: &HeaderMap, scope: Scope) -> R
     };
     shared.telemetry.record_scrape(started.elapsed());
     response
+}
+
+/// Whether a body read failed because the body passed its length limit.
+pub(crate) fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// The format and encoding a scraper asked for.

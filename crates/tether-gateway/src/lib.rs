@@ -1,12 +1,14 @@
 //! The tether gateway as a library: configuration, listeners, sources
-//! (dial-out agents pulled on every scrape, stream sources, the gateway's
-//! own metrics), the merged view and its HTTP routes.
+//! (dial-out agents pulled on every scrape, Pushgateway-style pushes,
+//! Heroku log drains, stream sources, the gateway's own metrics), the
+//! merged view and its HTTP routes.
 //!
 //! The `tether` binary parses arguments and calls into this crate; nothing
 //! here installs a global recorder or tracing subscriber.
 
 mod auth_throttle;
 mod config;
+mod credentials;
 mod error;
 mod exposition;
 mod http;
@@ -27,10 +29,16 @@ pub use config::{
     DEFAULT_MAX_PUSHES, DEFAULT_MAX_SCRAPE_BODIES, DEFAULT_MAX_SERIES_PER_ANSWER,
     DEFAULT_SCRAPE_MARGIN_MS, DEFAULT_SCRAPE_TIMEOUT_MS, DEFAULT_SHUTDOWN_TIMEOUT_MS,
     DEFAULT_STREAM_MAX_BYTES, DEFAULT_STREAM_MAX_SERIES, DEFAULT_STREAM_STALL_TIMEOUT_MS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, IdentityCollision, LogFormat, RawConfig, TlsFiles,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS, DrainTable, IdentityCollision, LogFormat, METRICS_USER,
+    RawConfig, TlsFiles,
 };
 pub use error::{ConfigError, Error};
 pub use server::{Gateway, SelfMetrics};
+pub use sources::drain::{
+    DEFAULT_DRAIN_BODY_TIMEOUT_MS, DEFAULT_DRAIN_MAX_BODY_BYTES, DEFAULT_DRAIN_MAX_HELD_BYTES,
+    DEFAULT_DRAIN_MAX_LINE_BYTES, DEFAULT_DRAIN_MAX_SERIES, DEFAULT_DRAIN_PATH,
+    DEFAULT_DRAIN_PREFIX, DEFAULT_DRAIN_SERIES_TTL_SECS, DEFAULT_DRAIN_USER,
+};
 pub use sources::push::{
     DEFAULT_DATA_DIR, DEFAULT_PUSH_BODY_TIMEOUT_MS, DEFAULT_PUSH_MAX_BODY_BYTES,
     DEFAULT_PUSH_MAX_BYTES_IN_FLIGHT, DEFAULT_PUSH_MAX_DECOMPRESSED_BYTES, DEFAULT_PUSH_MAX_GROUPS,

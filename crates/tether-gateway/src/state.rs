@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) telemetry: Arc<Telemetry>,
     /// Renders in flight and the bound on bodies held.
     pub(crate) expositions: Expositions,
+    /// The check of the expositions' credentials.
+    pub(crate) metrics_guard: crate::credentials::Guard,
     /// True between start-up and the beginning of shutdown.
     ready: AtomicBool,
 }
@@ -30,6 +32,10 @@ impl Shared {
     pub(crate) fn new(config: Config, sources: Sources, telemetry: Arc<Telemetry>) -> Shared {
         Shared {
             expositions: Expositions::new(config.http.max_bodies, Arc::clone(&telemetry)),
+            metrics_guard: crate::credentials::Guard::new(
+                "metrics",
+                config.http.metrics_credentials.clone(),
+            ),
             config,
             sources,
             telemetry,

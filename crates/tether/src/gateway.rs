@@ -245,6 +245,63 @@ pub(crate) struct GatewayArgs {
         value_delimiter = ','
     )]
     push_aggregate_job: Option<Vec<String>>,
+
+    /// Password of the Heroku drain at /drain (user `drain`), plain or a bcrypt hash; enables it. Also read from PASSWORD_DRAIN.
+    #[arg(
+        long,
+        env = "TETHER_DRAIN_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    drain_password: Option<String>,
+
+    /// Prefix of instance-metric lines in drains [default: crates-io-heroku-metrics:ingest].
+    #[arg(long, env = "TETHER_DRAIN_PREFIX", value_name = "PREFIX")]
+    drain_prefix: Option<String>,
+
+    /// Time a drain series stays served without an update; 0 = forever [default: 900].
+    #[arg(long, env = "TETHER_DRAIN_SERIES_TTL_SECS", value_name = "SECS")]
+    drain_series_ttl_secs: Option<u64>,
+
+    /// Most series one drain holds; lines creating more are refused and counted [default: 100000].
+    #[arg(long, env = "TETHER_DRAIN_MAX_SERIES", value_name = "N")]
+    drain_max_series: Option<usize>,
+
+    /// Most bytes one drain's series take (estimated) [default: 67108864].
+    #[arg(long, env = "TETHER_DRAIN_MAX_HELD_BYTES", value_name = "BYTES")]
+    drain_max_held_bytes: Option<usize>,
+
+    /// Largest drain body; past it, 413 [default: 4194304].
+    #[arg(long, env = "TETHER_DRAIN_MAX_BODY_BYTES", value_name = "BYTES")]
+    drain_max_body_bytes: Option<usize>,
+
+    /// Longest drain line; a longer one is refused and counted [default: 65536].
+    #[arg(long, env = "TETHER_DRAIN_MAX_LINE_BYTES", value_name = "BYTES")]
+    drain_max_line_bytes: Option<usize>,
+
+    /// Time a drain body may take to arrive; past it, 408 [default: 30000].
+    #[arg(long, env = "TETHER_DRAIN_BODY_TIMEOUT_MS", value_name = "MS")]
+    drain_body_timeout_ms: Option<u64>,
+
+    /// Password /metrics requires (user `metrics`), plain or a bcrypt hash. Also read from PASSWORD_METRICS.
+    #[arg(
+        long,
+        env = "TETHER_METRICS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    metrics_password: Option<String>,
+}
+
+/// The environment variable the drain password is also read from, as the
+/// log-drain container tether replaces named it.
+const PASSWORD_DRAIN_ENV: &str = "PASSWORD_DRAIN";
+/// The environment variable the expositions' password is also read from.
+const PASSWORD_METRICS_ENV: &str = "PASSWORD_METRICS";
+
+/// A variable of the environment, if set and not empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -319,6 +376,22 @@ impl GatewayArgs {
             push_token: self.push_token.clone(),
             push_basic_auth: self.push_basic_auth.clone(),
             push_aggregate_job: self.push_aggregate_job.clone(),
+            drain_password: self
+                .drain_password
+                .clone()
+                .or_else(|| env_value(PASSWORD_DRAIN_ENV)),
+            drain_prefix: self.drain_prefix.clone(),
+            drain_series_ttl_secs: self.drain_series_ttl_secs,
+            drain_max_series: self.drain_max_series,
+            drain_max_held_bytes: self.drain_max_held_bytes,
+            drain_max_body_bytes: self.drain_max_body_bytes,
+            drain_max_line_bytes: self.drain_max_line_bytes,
+            drain_body_timeout_ms: self.drain_body_timeout_ms,
+            drain: None,
+            metrics_password: self
+                .metrics_password
+                .clone()
+                .or_else(|| env_value(PASSWORD_METRICS_ENV)),
         }
     }
 

@@ -2,7 +2,8 @@
 //! gateway, each bounded in count and time and loopback only unless asked
 //! otherwise. This file holds `tether loadgen agents`, many simulated
 //! agents in one process; `loadgen/push.rs` holds `tether loadgen push`,
-//! groups pushed through the Pushgateway API.
+//! groups pushed through the Pushgateway API; `loadgen/drain.rs` holds
+//! `tether loadgen drain`, logplex batches POSTed to a drain.
 //!
 //! Each simulated agent speaks the agent protocol directly and keeps its
 //! answer pre-encoded: only the scrape id is written per request, so the
@@ -36,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+mod drain;
 mod http;
 mod push;
 
@@ -70,6 +72,9 @@ enum Workload {
     /// Groups pushed through the Pushgateway HTTP API (to tether or a
     /// Pushgateway), then the whole store scraped, plain and gzip.
     Push(push::PushArgs),
+    /// Logplex batches of mixed Heroku lines POSTed to a drain for a
+    /// bounded time, with lines per second and POST latency.
+    Drain(drain::DrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +122,7 @@ pub(crate) fn run(args: &LoadgenArgs) -> ExitCode {
     match &args.workload {
         Workload::Agents(args) => run_agents(args),
         Workload::Push(args) => push::run(args),
+        Workload::Drain(args) => drain::run(args),
     }
 }
 

@@ -13,6 +13,7 @@
 //! flags; nothing else changes.
 
 pub(crate) mod agents;
+pub(crate) mod drain;
 pub(crate) mod gateway;
 pub(crate) mod push;
 pub(crate) mod stream;
@@ -37,6 +38,7 @@ pub(crate) struct Sections {
     pub(crate) agents: agents::AgentSettings,
     pub(crate) streams: stream::StreamSettings,
     pub(crate) push: push::PushSettings,
+    pub(crate) drains: drain::DrainSettings,
 }
 
 impl Sections {
@@ -46,6 +48,7 @@ impl Sections {
             agents: agents::AgentSettings::from_raw(raw)?,
             streams: stream::StreamSettings::from_raw(raw)?,
             push: push::PushSettings::from_raw(raw)?,
+            drains: drain::DrainSettings::from_raw(raw)?,
         })
     }
 
@@ -199,12 +202,19 @@ impl Sources {
                 &sections.streams,
             )) as Arc<dyn Source>
         });
+        let drains = sections.drains.drains.iter().map(|drain| {
+            Arc::new(drain::DrainSource::new(
+                drain.clone(),
+                Arc::clone(&self_metrics.recorder),
+            )) as Arc<dyn Source>
+        });
         let gateway = Arc::new(gateway::GatewaySource::new(Arc::clone(
             &self_metrics.families,
         )));
         let mut all: Vec<Arc<dyn Source>> = vec![Arc::clone(&agents) as Arc<dyn Source>];
         all.push(push);
         all.extend(streams);
+        all.extend(drains);
         // The gateway's own families last: they never conflict with a
         // peer's (`tether_*` is reserved to them).
         all.push(gateway);

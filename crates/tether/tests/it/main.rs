@@ -2,6 +2,7 @@
 
 mod attacks;
 mod check;
+mod drain;
 mod echo;
 mod gateway;
 mod loadgen;

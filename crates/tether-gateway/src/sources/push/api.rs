@@ -79,8 +79,8 @@ async fn push(State(source): State<Arc<PushSource>>, request: Request) -> Respon
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes().to_vec());
-    if let Err(refusal) = source.auth.check(authorization.as_deref(), peer).await {
-        return refused(&source, &refusal);
+    if let Err(denied) = source.auth.check(authorization.as_deref(), peer).await {
+        return refused(&source, &Refusal::denied(denied));
     }
     let path = request.uri().path();
     let rest = path.strip_prefix("/metrics/").unwrap_or(path);
@@ -173,7 +173,7 @@ async fn accept(
         )
     })?
     .map_err(|e| {
-        if is_length_limit(&e) {
+        if crate::http::is_length_limit(&e) {
             body_too_large(settings.max_body_bytes)
         } else {
             Refusal::new(Reason::Malformed, format!("the body could not be read: {e}"))
@@ -249,17 +249,6 @@ async fn accept(
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
-}
-
 fn body_too_large(max: usize) -> Refusal {
     Refusal::new(
         Reason::BodyTooLarge,
@@ -333,12 +322,12 @@ async fn wipe(State(source): State<Arc<PushSource>>, request: Request) -> Respon
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes().to_vec());
-    if let Err(refusal) = source
+    if let Err(denied) = source
         .auth
         .check(authorization.as_deref(), peer_of(&request))
         .await
     {
-        return refused(&source, &refusal);
+        return refused(&source, &Refusal::denied(denied));
     }
     match source
         .committer

@@ -9,7 +9,6 @@
 //! only; expired groups are never served and are deleted every second.
 
 mod api;
-mod auth;
 mod body;
 mod committer;
 mod disk;
@@ -78,7 +77,7 @@ pub(crate) struct PushSettings {
     pub(crate) max_bytes_in_flight: usize,
     pub(crate) body: BodyLimits,
     pub(crate) store: StoreLimits,
-    pub(crate) credentials: auth::Credentials,
+    pub(crate) credentials: crate::credentials::Credentials,
     /// Jobs whose pushes always aggregate.
     pub(crate) aggregate_jobs: Vec<String>,
 }
@@ -118,7 +117,7 @@ impl PushSettings {
                 ),
             });
         }
-        let credentials = auth::Credentials::new(
+        let credentials = crate::credentials::Credentials::new(
             raw.push_token.as_deref().unwrap_or(&[]),
             raw.push_basic_auth.as_deref().unwrap_or(&[]),
         )
@@ -211,7 +210,7 @@ pub(crate) struct PushSource {
     published: Published,
     clock: Clock,
     telemetry: Arc<PushTelemetry>,
-    auth: auth::PushAuth,
+    auth: crate::credentials::Guard,
     /// Room for push bodies being read and checked, in KiB.
     in_flight: Arc<tokio::sync::Semaphore>,
     /// One body check per core at once: decompression and parsing are CPU.
@@ -339,7 +338,7 @@ impl PushSource {
             .map_err(|e| Error::Serve(format!("cannot start the push store: {e}")))?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(PushSource {
-            auth: auth::PushAuth::new(settings.credentials.clone()),
+            auth: crate::credentials::Guard::new("push", settings.credentials.clone()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(kib(
                 settings.max_bytes_in_flight
             ))),

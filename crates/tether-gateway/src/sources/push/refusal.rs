@@ -163,6 +163,16 @@ impl Refusal {
         Refusal { reason, message }
     }
 
+    /// A request the credentials check turned away.
+    pub(crate) fn denied(denied: crate::credentials::Denied) -> Refusal {
+        use crate::credentials::Denied;
+        let reason = match denied {
+            Denied::Unauthorized => Reason::Unauthorized,
+            Denied::Throttled | Denied::Busy => Reason::Throttled,
+        };
+        Refusal::new(reason, denied.message().to_owned())
+    }
+
     /// The message as the body of an answer: prefixed as the Pushgateway
     /// prefixes inconsistencies, one line.
     pub(crate) fn body(&self) -> String {

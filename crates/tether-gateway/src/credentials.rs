@@ -1,9 +1,11 @@
-//! Credentials for pushes: bearer tokens and basic-auth users whose
-//! password is given plain or as a bcrypt hash. Plain secrets are compared
-//! in constant time; a bcrypt check (tens of milliseconds of CPU) runs off
-//! the runtime, one per core at most, and a credential that passed is
-//! remembered so that a pusher pays it once. Failures are throttled per
-//! client address (see [`AuthThrottle`]).
+//! Credentials of the HTTP routes that need them (pushes, drains, the
+//! expositions): bearer tokens and basic-auth users whose password is
+//! given plain or as a bcrypt hash. Plain secrets are compared in constant
+//! time; a bcrypt check (tens of milliseconds of CPU) runs off the
+//! runtime, one per core at most, and a credential that passed is
+//! remembered so that a client pays it once. Failures are throttled per
+//! client address (see [`AuthThrottle`]), so a brute force from one
+//! address never slows a legitimate client from another.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -14,7 +16,6 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use subtle::ConstantTimeEq;
 
-use super::refusal::{Reason, Refusal};
 use crate::auth_throttle::AuthThrottle;
 
 /// Credentials that passed a bcrypt check, remembered at most; past it the
@@ -28,7 +29,7 @@ enum Password {
     Bcrypt(String),
 }
 
-/// Who may push.
+/// Who may use a route.
 #[derive(Clone, Default)]
 pub(crate) struct Credentials {
     tokens: Vec<Vec<u8>>,
@@ -52,13 +53,13 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// From `--push-token` values and `--push-basic-auth USER:PASSWORD`
-    /// values (a password starting `$2a$`, `$2b$` or `$2y$` is a bcrypt hash).
+    /// From bearer tokens and `USER:PASSWORD` values (a password starting
+    /// `$2a$`, `$2b$` or `$2y$` is a bcrypt hash).
     pub(crate) fn new(tokens: &[String], users: &[String]) -> Result<Credentials, String> {
         let mut credentials = Credentials::default();
         for token in tokens {
             if token.is_empty() {
-                return Err("a push token must not be empty".to_owned());
+                return Err("a token must not be empty".to_owned());
             }
             credentials.tokens.push(token.as_bytes().to_vec());
         }
@@ -69,24 +70,36 @@ impl Credentials {
                     user.chars().take(32).collect::<String>()
                 ));
             };
-            if name.is_empty() || password.is_empty() {
-                return Err("push basic auth needs a user and a password".to_owned());
-            }
-            let password = if ["$2a$", "$2b$", "$2y$"]
-                .iter()
-                .any(|p| password.starts_with(p))
-            {
-                // A hash that does not parse is refused now, not at the
-                // first push.
-                bcrypt::verify("", password)
-                    .map_err(|e| format!("the bcrypt hash of user {name:?} is invalid: {e}"))?;
-                Password::Bcrypt(password.to_owned())
-            } else {
-                Password::Plain(password.as_bytes().to_vec())
-            };
-            credentials.users.push((name.to_owned(), password));
+            credentials.add_user(name, password)?;
         }
         Ok(credentials)
+    }
+
+    /// One basic-auth user `name` with `password` (plain, or a bcrypt hash).
+    pub(crate) fn user(name: &str, password: &str) -> Result<Credentials, String> {
+        let mut credentials = Credentials::default();
+        credentials.add_user(name, password)?;
+        Ok(credentials)
+    }
+
+    fn add_user(&mut self, name: &str, password: &str) -> Result<(), String> {
+        if name.is_empty() || password.is_empty() {
+            return Err("basic auth needs a user and a password".to_owned());
+        }
+        let password = if ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|p| password.starts_with(p))
+        {
+            // A hash that does not parse is refused now, not at the first
+            // request.
+            bcrypt::verify("", password)
+                .map_err(|e| format!("the bcrypt hash of user {name:?} is invalid: {e}"))?;
+            Password::Bcrypt(password.to_owned())
+        } else {
+            Password::Plain(password.as_bytes().to_vec())
+        };
+        self.users.push((name.to_owned(), password));
+        Ok(())
     }
 
     /// Whether pushes need credentials.
@@ -95,9 +108,37 @@ impl Credentials {
     }
 }
 
-/// The check of one gateway's push routes.
+/// Why a request was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// Missing or wrong credentials (401).
+    Unauthorized,
+    /// Too many failures from this address lately (429).
+    Throttled,
+    /// As many bcrypt checks running as there are cores (429).
+    Busy,
+}
+
+impl Denied {
+    /// What to tell the client.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Denied::Unauthorized => {
+                "this route needs credentials: send basic auth (or Authorization: Bearer <token> where tokens are configured)"
+            }
+            Denied::Throttled => {
+                "too many failed credentials from this address: wait, then retry with the right ones"
+            }
+            Denied::Busy => "the gateway is checking as many passwords as it has cores: retry",
+        }
+    }
+}
+
+/// The check of one set of routes: its credentials, its throttle.
 #[derive(Debug)]
-pub(crate) struct PushAuth {
+pub(crate) struct Guard {
+    /// What the routes are, for the log (`push`, `drain`, `metrics`).
+    what: &'static str,
     credentials: Credentials,
     throttle: AuthThrottle,
     /// `Authorization` values that passed a bcrypt check. Short sections.
@@ -106,10 +147,11 @@ pub(crate) struct PushAuth {
     bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl PushAuth {
-    pub(crate) fn new(credentials: Credentials) -> PushAuth {
+impl Guard {
+    pub(crate) fn new(what: &'static str, credentials: Credentials) -> Guard {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        PushAuth {
+        Guard {
+            what,
             credentials,
             throttle: AuthThrottle::default(),
             remembered: Mutex::new(HashSet::new()),
@@ -122,7 +164,7 @@ impl PushAuth {
         &self,
         authorization: Option<&[u8]>,
         peer: Option<IpAddr>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), Denied> {
         if !self.credentials.required() {
             return Ok(());
         }
@@ -130,11 +172,7 @@ impl PushAuth {
         if let Some(peer) = peer
             && !self.throttle.allows(peer, now)
         {
-            return Err(Refusal::new(
-                Reason::Throttled,
-                "too many failed credentials from this address: wait, then retry with the right ones"
-                    .to_owned(),
-            ));
+            return Err(Denied::Throttled);
         }
         let (passed, charged) = match authorization {
             Some(value) => self.matches(value, peer, now).await?,
@@ -148,15 +186,13 @@ impl PushAuth {
         }
         if let Some(suppressed) = self.throttle.should_log(now) {
             tracing::warn!(
+                routes = self.what,
                 peer = ?peer,
                 suppressed,
-                "push refused: missing or wrong credentials"
+                "request refused: missing or wrong credentials"
             );
         }
-        Err(Refusal::new(
-            Reason::Unauthorized,
-            "pushes need credentials: send Authorization: Bearer <token> or basic auth".to_owned(),
-        ))
+        Err(Denied::Unauthorized)
     }
 
     /// Whether `value` holds good credentials, and whether the attempt was
@@ -167,7 +203,7 @@ impl PushAuth {
         value: &[u8],
         peer: Option<IpAddr>,
         now: Instant,
-    ) -> Result<(bool, bool), Refusal> {
+    ) -> Result<(bool, bool), Denied> {
         if let Some(token) = strip_scheme(value, b"bearer ") {
             // Every token compared, in constant time each.
             let found = self.credentials.tokens.iter().fold(false, |found, t| {
@@ -210,10 +246,7 @@ impl PushAuth {
         // One check per core at most, from all addresses together: past it
         // the request is turned away rather than queued.
         let Ok(slot) = Arc::clone(&self.bcrypt_slots).try_acquire_owned() else {
-            return Err(Refusal::new(
-                Reason::Throttled,
-                "the gateway is checking as many passwords as it has cores: retry".to_owned(),
-            ));
+            return Err(Denied::Busy);
         };
         if let Some(peer) = peer {
             self.throttle.failed(peer, now);
@@ -264,7 +297,7 @@ mod tests {
             &["ci:plain".to_owned(), format!("ops:{hash}")],
         )
         .expect("as the test set it up");
-        let auth = PushAuth::new(credentials);
+        let auth = Guard::new("push", credentials);
         let peer = Some(IpAddr::from([127, 0, 0, 1]));
         for good in [
             b"Bearer tok".to_vec(),
@@ -283,17 +316,18 @@ mod tests {
             b"Basic !!!".to_vec(),
         ] {
             let refused = auth.check(Some(&bad), peer).await.expect_err("refused");
-            assert_eq!(refused.reason, Reason::Unauthorized, "{bad:?}");
+            assert_eq!(refused, Denied::Unauthorized, "{bad:?}");
         }
         assert_eq!(
-            auth.check(None, peer).await.expect_err("refused").reason,
-            Reason::Unauthorized
+            auth.check(None, peer).await.expect_err("refused"),
+            Denied::Unauthorized
         );
     }
 
     #[tokio::test]
     async fn a_brute_force_is_throttled_per_address() {
-        let auth = PushAuth::new(
+        let auth = Guard::new(
+            "push",
             Credentials::new(&["tok".to_owned()], &[]).expect("as the test set it up"),
         );
         let attacker = Some(IpAddr::from([127, 0, 0, 9]));
@@ -303,8 +337,7 @@ mod tests {
                 .check(Some(b"Bearer x"), attacker)
                 .await
                 .expect_err("refused")
-                .reason
-                == Reason::Throttled
+                == Denied::Throttled
             {
                 throttled = true;
                 break;
