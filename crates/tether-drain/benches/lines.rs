@@ -82,14 +82,14 @@ fn lines(c: &mut Criterion) {
     group.bench_function("batch_500_mixed", |b| b.iter(|| read(black_box(&body))));
     group.throughput(Throughput::Elements(1));
     group.bench_function("router", |b| {
-        b.iter(|| parse_router(black_box(ROUTER.as_bytes())))
+        b.iter(|| parse_router(black_box(ROUTER.as_bytes())));
     });
     group.bench_function("postgres_samples", |b| {
-        b.iter(|| parse_samples(black_box(POSTGRES.as_bytes())))
+        b.iter(|| parse_samples(black_box(POSTGRES.as_bytes())));
     });
     let metrics = instance_metrics();
     group.bench_function("vector_line_10_metrics", |b| {
-        b.iter(|| parse_vector_line(black_box(metrics.as_bytes()), VectorLimits::default()))
+        b.iter(|| parse_vector_line(black_box(metrics.as_bytes()), VectorLimits::default()));
     });
     group.finish();
 }
