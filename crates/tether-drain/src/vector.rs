@@ -417,7 +417,13 @@ impl<'de> Visitor<'de> for MetricSeed {
                     None => {
                         n_unknown += 1;
                         if unknown.len() < MAX_UNKNOWN_KEYS_NAMED {
-                            unknown.push(key.clone());
+                            // An empty key is named as JSON writes it, so
+                            // that the reason never reads as nothing.
+                            unknown.push(if key.is_empty() {
+                                Cow::Borrowed(r#""""#)
+                            } else {
+                                key.clone()
+                            });
                         }
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -1278,7 +1284,8 @@ mod tests {
         let json = r#"[
             {"metric":{"name":"s","kind":"incremental","sketch":{"AgentDDSketch":{"bins":{"k":[],"n":[]},"count":0,"min":0,"max":0,"sum":0,"avg":0}},"interval_ms":1000}},
             {"metric":{"name":"c","kind":"incremental","counter":{"value":1}}},
-            {"metric":{"future":1,"other":{}}}
+            {"metric":{"future":1,"other":{}}},
+            {"metric":{"":{"values":["a"]}}}
         ]"#;
         let line = parse(json).expect("the line parses");
         assert_eq!(line.metrics.len(), 1);
@@ -1286,7 +1293,8 @@ mod tests {
             line.rejected,
             [
                 VectorError::UnknownKind("sketch".to_owned()),
-                VectorError::UnknownKind("future, other".to_owned())
+                VectorError::UnknownKind("future, other".to_owned()),
+                VectorError::UnknownKind(r#""""#.to_owned())
             ]
         );
         assert_eq!(line.rejected[0].reason(), "unknown_kind");

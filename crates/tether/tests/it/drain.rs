@@ -386,6 +386,12 @@ fn every_line_kind_becomes_metrics_that_promtool_accepts() {
     assert_eq!(lines("metrics"), Some(1.0));
     assert_eq!(lines("other"), Some(1.0));
     assert_eq!(rejected(&text, "bad_sample_value"), 0.0);
+    assert!(text.contains("# HELP heroku_router_requests_total Heroku router requests"));
+    assert!(text.contains("# HELP heroku_postgres_db_size A Heroku add-on's sample"));
+    assert!(
+        !text.contains("# HELP sample_gauge"),
+        "instance metrics carry no help"
+    );
     assert_promtool_accepts(&exposition.body);
 }
 

@@ -194,9 +194,10 @@ fn apply(
             return false;
         }
         for update in std::mem::take(&mut batch.updates) {
-            if let Err(refused) = state
-                .store
-                .apply(&update.name, &update.labels, update.op, now)
+            if let Err(refused) =
+                state
+                    .store
+                    .apply(&update.name, update.help, &update.labels, update.op, now)
             {
                 let name = &update.name;
                 batch.reject(refused.reason(), || {

@@ -72,6 +72,8 @@ impl LineKind {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Update {
     pub(crate) name: Cow<'static, str>,
+    /// The family's help, for the families of Heroku's own lines.
+    pub(crate) help: Option<&'static str>,
     /// Sorted by name, each name once.
     pub(crate) labels: Vec<Label>,
     pub(crate) op: Op,
@@ -199,6 +201,11 @@ fn read_line(
         let name = format!("{namespace}{}", key.replace('-', "_"));
         batch.updates.push(Update {
             name: Cow::Owned(sanitize_metric_name(&name).into_owned()),
+            help: Some(if kind == LineKind::Dyno {
+                "A Heroku dyno's runtime sample (log-runtime-metrics), from the drain."
+            } else {
+                "A Heroku add-on's sample, from the drain."
+            }),
             labels: labels.clone(),
             op: Op::Gauge { value, add: false },
         });
@@ -239,6 +246,7 @@ fn router_line(msg: &[u8], batch: &mut Batch) {
     };
     batch.updates.push(Update {
         name: Cow::Borrowed(ROUTER_REQUESTS),
+        help: Some("Heroku router requests, by status class, from the drain."),
         labels: vec![Label::new("status", class)],
         op: Op::Counter {
             value: 1.0,
@@ -248,6 +256,7 @@ fn router_line(msg: &[u8], batch: &mut Batch) {
     if line.error || line.code.is_some() {
         batch.updates.push(Update {
             name: Cow::Borrowed(ROUTER_ERRORS),
+            help: Some("Heroku router errors, by error code (H12, H13, ...), from the drain."),
             labels: vec![Label::new("code", line.code.unwrap_or("unknown"))],
             op: Op::Counter {
                 value: 1.0,
@@ -258,6 +267,7 @@ fn router_line(msg: &[u8], batch: &mut Batch) {
     if let Some(seconds) = line.service_seconds {
         batch.updates.push(Update {
             name: Cow::Borrowed(ROUTER_SERVICE),
+            help: Some("Heroku router service time of a request, from the drain."),
             labels: Vec::new(),
             op: Op::Observe {
                 samples: vec![(seconds, 1)],
@@ -370,6 +380,7 @@ fn vector_update(
     };
     Ok(Update {
         name: Cow::Owned(name),
+        help: None,
         labels,
         op,
     })

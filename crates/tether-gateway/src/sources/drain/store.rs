@@ -157,6 +157,8 @@ struct SeriesState {
 #[derive(Debug, Default)]
 struct FamilyState {
     kind: Option<Kind>,
+    /// Set by the first update that gives one.
+    help: Option<&'static str>,
     series: HashMap<Vec<Label>, SeriesState>,
 }
 
@@ -206,6 +208,7 @@ impl Store {
     pub(crate) fn apply(
         &mut self,
         name: &str,
+        help: Option<&'static str>,
         labels: &[Label],
         op: Op,
         now_ms: u64,
@@ -222,6 +225,9 @@ impl Store {
         };
         if family.kind.is_some_and(|k| k != kind) {
             return Err(Refused::TypeConflict);
+        }
+        if family.help.is_none() {
+            family.help = help;
         }
         if let Some(series) = family.series.get_mut(labels) {
             let before = series.bytes;
@@ -306,6 +312,7 @@ impl Store {
             .filter_map(|(name, family)| {
                 let kind = family.kind?;
                 let mut out = MetricFamily::new(name.clone(), kind.metric_type());
+                out.help = family.help.map(str::to_owned);
                 out.series = family
                     .series
                     .iter()
@@ -667,6 +674,7 @@ mod tests {
         store
             .apply(
                 "c",
+                None,
                 &l,
                 Op::Counter {
                     value: 5.0,
@@ -678,6 +686,7 @@ mod tests {
         store
             .apply(
                 "c",
+                None,
                 &l,
                 Op::Counter {
                     value: 2.0,
@@ -697,6 +706,7 @@ mod tests {
         store
             .apply(
                 "c",
+                None,
                 &l,
                 Op::Counter {
                     value: 1.0,
@@ -709,6 +719,7 @@ mod tests {
         store
             .apply(
                 "g",
+                None,
                 &l,
                 Op::Gauge {
                     value: -3.0,
@@ -720,6 +731,7 @@ mod tests {
         store
             .apply(
                 "g",
+                None,
                 &l,
                 Op::Gauge {
                     value: 1.5,
@@ -739,14 +751,14 @@ mod tests {
             add,
         };
         store
-            .apply("s", &[], set(&["a", "b"], true), 0)
+            .apply("s", None, &[], set(&["a", "b"], true), 0)
             .expect("applied");
         store
-            .apply("s", &[], set(&["b", "c"], true), 0)
+            .apply("s", None, &[], set(&["b", "c"], true), 0)
             .expect("applied");
         assert_eq!(value(&store, "s"), Value::Single(3.0));
         store
-            .apply("s", &[], set(&["z"], false), 0)
+            .apply("s", None, &[], set(&["z"], false), 0)
             .expect("applied");
         assert_eq!(value(&store, "s"), Value::Single(1.0));
     }
@@ -760,14 +772,14 @@ mod tests {
             sum: 3.5,
             add,
         };
-        store.apply("h", &[], op(false), 0).expect("applied");
+        store.apply("h", None, &[], op(false), 0).expect("applied");
         let Value::Histogram(h) = value(&store, "h") else {
             panic!("a histogram")
         };
         let counts: Vec<(f64, f64)> = h.buckets.iter().map(|b| (b.upper_bound, b.count)).collect();
         assert_eq!(counts, vec![(0.5, 1.0), (1.0, 3.0), (f64::INFINITY, 4.0)]);
         assert_eq!((h.count, h.sum), (Some(4.0), Some(3.5)));
-        store.apply("h", &[], op(true), 0).expect("applied");
+        store.apply("h", None, &[], op(true), 0).expect("applied");
         let Value::Histogram(h) = value(&store, "h") else {
             panic!("a histogram")
         };
@@ -781,6 +793,7 @@ mod tests {
         store
             .apply(
                 "d",
+                None,
                 &[],
                 Op::Observe {
                     samples: vec![(0.003, 2), (0.7, 1), (50.0, 1)],
@@ -801,6 +814,7 @@ mod tests {
         store
             .apply(
                 "q",
+                None,
                 &[],
                 Op::SampleSummary {
                     samples,
@@ -836,6 +850,7 @@ mod tests {
             store
                 .apply(
                     name,
+                    None,
                     &[],
                     Op::Gauge {
                         value: 1.0,
@@ -848,6 +863,7 @@ mod tests {
         assert_eq!(
             store.apply(
                 "d",
+                None,
                 &[],
                 Op::Gauge {
                     value: 1.0,
@@ -860,6 +876,7 @@ mod tests {
         assert_eq!(
             store.apply(
                 "a",
+                None,
                 &[],
                 Op::Counter {
                     value: 1.0,
@@ -872,6 +889,7 @@ mod tests {
         assert_eq!(
             store.apply(
                 "a",
+                None,
                 &[],
                 Op::Gauge {
                     value: 2.0,
@@ -894,6 +912,7 @@ mod tests {
         assert_eq!(
             store.apply(
                 "d",
+                None,
                 &[],
                 Op::Counter {
                     value: -1.0,
@@ -911,7 +930,7 @@ mod tests {
             members: vec!["x".repeat(500)],
             add: true,
         };
-        assert_eq!(tiny.apply("s", &[], big, 0), Err(Refused::BytesLimit));
+        assert_eq!(tiny.apply("s", None, &[], big, 0), Err(Refused::BytesLimit));
         assert_eq!(tiny.bytes(), 0);
         assert!(tiny.families().is_empty());
     }
