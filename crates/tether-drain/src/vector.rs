@@ -397,7 +397,7 @@ impl<'de> Visitor<'de> for MetricSeed {
                     if kind.is_some() {
                         return Err(A::Error::duplicate_field("kind"));
                     }
-                    kind = Some(map.next_value_seed(KindSeed)?);
+                    kind = Some(map.next_value_seed(KIND)?);
                 }
                 ignored if IGNORED_KEYS.contains(&ignored) => {
                     map.next_value::<IgnoredAny>()?;
@@ -529,7 +529,7 @@ fn read_value<'de, A: MapAccess<'de>>(
                         },
                     },
                 ),
-                b: ("statistic", StatisticSeed),
+                b: ("statistic", STATISTIC),
             })?;
             VectorValue::Distribution { samples, statistic }
         }
@@ -916,59 +916,53 @@ impl<'de> Visitor<'de> for TagValue {
     }
 }
 
-/// `kind`: `absolute` or `incremental`.
+/// One of a few words, each standing for a value: `kind` (`absolute`,
+/// `incremental`) and a distribution's `statistic` (`histogram`,
+/// `summary`).
 #[derive(Clone, Copy)]
-struct KindSeed;
+struct Choice<T: 'static> {
+    /// What the field is, for the error.
+    expecting: &'static str,
+    words: &'static [(&'static str, T)],
+}
 
-impl<'de> DeserializeSeed<'de> for KindSeed {
-    type Value = VectorKind;
+const KIND: Choice<VectorKind> = Choice {
+    expecting: r#"`kind`, "absolute" or "incremental""#,
+    words: &[
+        ("absolute", VectorKind::Absolute),
+        ("incremental", VectorKind::Incremental),
+    ],
+};
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<VectorKind, D::Error> {
+const STATISTIC: Choice<Statistic> = Choice {
+    expecting: r#"a distribution's `statistic`, "histogram" or "summary""#,
+    words: &[
+        ("histogram", Statistic::Histogram),
+        ("summary", Statistic::Summary),
+    ],
+};
+
+impl<'de, T: Copy> DeserializeSeed<'de> for Choice<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KindSeed {
-    type Value = VectorKind;
+impl<'de, T: Copy> Visitor<'de> for Choice<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"`kind`, "absolute" or "incremental""#)
+        f.write_str(self.expecting)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<VectorKind, E> {
-        match v {
-            "absolute" => Ok(VectorKind::Absolute),
-            "incremental" => Ok(VectorKind::Incremental),
-            _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
-        }
-    }
-}
-
-/// A distribution's `statistic`: `histogram` or `summary`.
-#[derive(Clone, Copy)]
-struct StatisticSeed;
-
-impl<'de> DeserializeSeed<'de> for StatisticSeed {
-    type Value = Statistic;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Statistic, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StatisticSeed {
-    type Value = Statistic;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"a distribution's `statistic`, "histogram" or "summary""#)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Statistic, E> {
-        match v {
-            "histogram" => Ok(Statistic::Histogram),
-            "summary" => Ok(Statistic::Summary),
-            _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
-        }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        self.words
+            .iter()
+            .find(|(word, _)| *word == v)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
     }
 }
 

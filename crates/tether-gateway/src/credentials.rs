@@ -159,6 +159,33 @@ impl Guard {
         }
     }
 
+    /// Checks the credentials of `request`: its `Authorization` header,
+    /// from the peer address the server recorded. Nothing of the request
+    /// is held across the check (a body is not `Sync`).
+    pub(crate) fn check_request(
+        &self,
+        request: &axum::extract::Request,
+    ) -> impl Future<Output = Result<(), Denied>> + Send + '_ {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(addr)| addr.ip());
+        // A header value is shared bytes: cloning it copies nothing.
+        let authorization = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .cloned();
+        async move {
+            self.check(
+                authorization
+                    .as_ref()
+                    .map(axum::http::HeaderValue::as_bytes),
+                peer,
+            )
+            .await
+        }
+    }
+
     /// Checks the `Authorization` header of a request from `peer`.
     pub(crate) async fn check(
         &self,

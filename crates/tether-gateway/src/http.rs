@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
-
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,15 +94,7 @@ async fn metrics_proxy(State(shared): State<Arc<Shared>>, request: Request) -> R
 /// An exposition, once the request has shown the expositions'
 /// credentials (when `metrics_password` is set).
 async fn guarded_exposition(shared: Arc<Shared>, request: Request, scope: Scope) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if let Err(denied) = shared.metrics_guard.check(authorization, peer).await {
+    if let Err(denied) = shared.metrics_guard.check_request(&request).await {
         let (status, challenge) = match denied {
             Denied::Unauthorized => (StatusCode::UNAUTHORIZED, true),
             Denied::Throttled | Denied::Busy => (StatusCode::TOO_MANY_REQUESTS, false),

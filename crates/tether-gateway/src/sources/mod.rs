@@ -161,6 +161,57 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     fn status(&self) -> SourceStatus;
 }
 
+/// The state of a source that holds what it serves (a folded stream, a
+/// drain's series) and builds families from it only when it changed.
+pub(crate) trait Snapshotted: Send + 'static {
+    /// Moves on with every change of what is held.
+    fn version(&self) -> u64;
+    /// What is held, as families not yet normalized.
+    fn raw_families(&self) -> Vec<tether_model::MetricFamily>;
+    /// The families last built, with the version they were built at.
+    fn snapshot(&mut self) -> &mut Option<(u64, Arc<Families>)>;
+}
+
+/// The families of `state` for a scrape due by `deadline`: those last
+/// built when nothing changed since, else built again (linear in what is
+/// held, so on a blocking thread, outside the lock but for the copy) and
+/// kept; the previous ones if the build is not ready in time.
+pub(crate) async fn snapshot_families<S: Snapshotted>(
+    state: &Arc<parking_lot::Mutex<S>>,
+    target: Option<Arc<TargetLabels>>,
+    deadline: tokio::time::Instant,
+) -> Arc<Families> {
+    let (version, previous) = {
+        let mut state = state.lock();
+        (state.version(), state.snapshot().clone())
+    };
+    if let Some((built_at, families)) = &previous
+        && *built_at == version
+    {
+        return Arc::clone(families);
+    }
+    let state = Arc::clone(state);
+    let build = tokio::task::spawn_blocking(move || {
+        let (version, raw) = {
+            let state = state.lock();
+            (state.version(), state.raw_families())
+        };
+        let mut drops = crate::view::Drops::default();
+        let families = Arc::new(Families::normalize(
+            raw,
+            target.as_deref(),
+            crate::view::Origin::Peer,
+            &mut drops,
+        ));
+        *state.lock().snapshot() = Some((version, Arc::clone(&families)));
+        families
+    });
+    match tokio::time::timeout_at(deadline, build).await {
+        Ok(Ok(families)) => families,
+        _ => previous.map_or_else(|| Arc::new(Families::default()), |(_, f)| f),
+    }
+}
+
 /// Every source of one gateway, in the order their parts are merged (the
 /// first contributor of a family fixes its type and help).
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use clap::Args;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Connection, Target, parse_url};
+use super::http::{Connection, Target, check_loopback, parse_url};
 
 /// Most lines one batch may hold.
 const MAX_LINES_PER_BATCH: usize = 100_000;
@@ -128,17 +127,7 @@ fn validate(args: &DrainArgs) -> Result<Target, String> {
     if target.base_path.is_empty() {
         target.base_path = "/drain".to_owned();
     }
-    let addrs: Vec<SocketAddr> = target
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", target.authority))?
-        .collect();
-    if !args.allow_remote && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(format!(
-            "{} is not a loopback address: pass --allow-remote to load another machine",
-            target.authority
-        ));
-    }
+    check_loopback(&target, args.allow_remote)?;
     Ok(target)
 }
 

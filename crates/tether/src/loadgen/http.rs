@@ -89,6 +89,22 @@ pub(super) fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
+/// Refuses a target that resolves to an address beyond this machine's
+/// loopback, unless `allow_remote`.
+pub(super) fn check_loopback(target: &Target, allow_remote: bool) -> Result<(), String> {
+    let addrs: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(target.authority.as_str())
+            .map_err(|e| format!("cannot resolve {}: {e}", target.authority))?
+            .collect();
+    if !allow_remote && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(format!(
+            "{} is not a loopback address: pass --allow-remote to load another machine",
+            target.authority
+        ));
+    }
+    Ok(())
+}
+
 /// What a response head says about the body that follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Head {

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,7 +27,7 @@ use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Summary as AgentsSummary;
-use super::http::{Connection, Failure, Response, Target, parse_url};
+use super::http::{Connection, Failure, Response, Target, check_loopback, parse_url};
 
 /// Most groups one run may push.
 const MAX_GROUPS: usize = 1_000_000;
@@ -208,17 +207,7 @@ fn validate(args: &PushArgs) -> Result<Target, String> {
         return Err(format!("--scrapes must be at most {MAX_SCRAPES}"));
     }
     let target = parse_url(&args.url)?;
-    let addrs: Vec<SocketAddr> = target
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", target.authority))?
-        .collect();
-    if !args.allow_remote && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(format!(
-            "{} is not a loopback address: pass --allow-remote to load another machine",
-            target.authority
-        ));
-    }
+    check_loopback(&target, args.allow_remote)?;
     Ok(target)
 }
 

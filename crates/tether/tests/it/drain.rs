@@ -39,8 +39,9 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
-/// POSTs `messages` as one batch to `path`, with the Logplex headers
-/// unless `private_space` (which leaves out the frame id and drain token).
+/// POSTs `messages` as one batch to `path`, with `Logplex-Frame-Id` and
+/// `Logplex-Drain-Token` when a frame id is given (a Private Space drain
+/// sends neither).
 fn post(
     addr: SocketAddr,
     path: &str,
@@ -884,5 +885,54 @@ fn series_expire_after_their_ttl_and_a_cardinality_burst_stops_at_the_cap() {
     assert_eq!(
         value(&text, r#"after{app="app",process="web.1"}"#),
         Some(2.0)
+    );
+}
+
+#[test]
+fn a_batch_too_slow_to_arrive_gets_408_and_nothing_of_it_is_applied() {
+    let gateway = Gateway::on_loopback(&[
+        "--drain-password",
+        PASSWORD,
+        "--drain-body-timeout-ms",
+        "300",
+    ]);
+    let body: String = router_lines().iter().map(|m| frame(m)).collect();
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // The whole head, then half the body, then nothing.
+    write!(
+        stream,
+        "POST /drain HTTP/1.1\r\nHost: tether\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n{}",
+        basic("drain", PASSWORD),
+        body.len(),
+        &body[..body.len() / 2]
+    )
+    .expect("sent");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the answer's head and body are in (the server may keep
+    // the connection open after it).
+    let answer = loop {
+        let n = stream.read(&mut buf).expect("the gateway answers");
+        assert!(n > 0, "the connection closed without an answer");
+        raw.extend_from_slice(&buf[..n]);
+        if let Ok(answer) = parse_response(&raw)
+            && answer.text().contains("--drain-body-timeout-ms")
+        {
+            break answer;
+        }
+    };
+    assert_eq!(answer.status, 408, "{}", answer.text());
+    let text = scrape(gateway.http, None).text();
+    assert_eq!(
+        value(&text, r#"heroku_router_requests_total{status="2xx"}"#),
+        None
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tether_drain_requests_total{drain="/drain",outcome="timeout"}"#
+        ),
+        Some(1.0)
     );
 }

@@ -6,13 +6,12 @@
 //! past the limit, 408 for a body too slow to arrive, 400 for a body that
 //! could not be read.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -57,15 +56,7 @@ fn answer(source: &DrainSource, outcome: Outcome, status: StatusCode, message: &
 }
 
 async fn drain(State(source): State<Arc<DrainSource>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if let Err(denied) = source.guard.check(authorization, peer).await {
+    if let Err(denied) = source.guard.check_request(&request).await {
         let (outcome, status) = match denied {
             Denied::Unauthorized => (Outcome::Unauthorized, StatusCode::UNAUTHORIZED),
             Denied::Throttled | Denied::Busy => (Outcome::Throttled, StatusCode::TOO_MANY_REQUESTS),
@@ -135,7 +126,7 @@ async fn drain(State(source): State<Arc<DrainSource>>, request: Request) -> Resp
         }
     };
     let started = Instant::now();
-    let batch = if body.len() > INLINE {
+    let batch = if body.len() > super::INLINE_BATCH_BYTES {
         let prefix = config.prefix.clone();
         let limits = config.limits;
         match tokio::task::spawn_blocking(move || read_batch(&body, &prefix, &limits)).await {
@@ -163,8 +154,6 @@ async fn drain(State(source): State<Arc<DrainSource>>, request: Request) -> Resp
         answer(&source, Outcome::Duplicate, StatusCode::OK, "")
     }
 }
-
-use super::INLINE_BATCH_BYTES as INLINE;
 
 /// The batch's id, if it has one that can be remembered.
 fn frame_id(headers: &HeaderMap) -> Option<String> {

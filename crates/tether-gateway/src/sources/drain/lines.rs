@@ -240,10 +240,15 @@ fn router_line(msg: &[u8], batch: &mut Batch) {
             return;
         }
     };
-    let class = match line.status {
-        Some(status) => Cow::Owned(format!("{}xx", status / 100)),
-        None => Cow::Borrowed("unknown"),
-    };
+    // `parse_router` gives a status of 100 to 999.
+    let class = line.status.map_or("unknown", |status| {
+        [
+            "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+        ]
+        .get(usize::from(status / 100).wrapping_sub(1))
+        .copied()
+        .unwrap_or("unknown")
+    });
     batch.updates.push(Update {
         name: Cow::Borrowed(ROUTER_REQUESTS),
         help: Some("Heroku router requests, by status class, from the drain."),

@@ -28,7 +28,7 @@ use crate::config::{DrainTable, RawConfig, positive, positive_usize};
 use crate::credentials::{Credentials, Guard};
 use crate::error::ConfigError;
 use crate::sources::{Part, Scope, ScrapeRequest, Source, SourceStatus, StatusItem};
-use crate::view::{Drops, Families, Origin};
+use crate::view::Families;
 
 use frame_ids::FrameIds;
 use lines::BatchLimits;
@@ -307,30 +307,21 @@ impl DrainSource {
 
     /// The families of the drain's series, built again if they changed.
     async fn families(&self, deadline: tokio::time::Instant) -> Arc<Families> {
-        let (version, previous) = {
-            let state = self.state.lock();
-            (state.store.version(), state.snapshot.clone())
-        };
-        if let Some((built_at, families)) = &previous
-            && *built_at == version
-        {
-            return Arc::clone(families);
-        }
-        let state = Arc::clone(&self.state);
-        let build = tokio::task::spawn_blocking(move || {
-            let (version, raw) = {
-                let state = state.lock();
-                (state.store.version(), state.store.families())
-            };
-            let mut drops = Drops::default();
-            let families = Arc::new(Families::normalize(raw, None, Origin::Peer, &mut drops));
-            state.lock().snapshot = Some((version, Arc::clone(&families)));
-            families
-        });
-        match tokio::time::timeout_at(deadline, build).await {
-            Ok(Ok(families)) => families,
-            _ => previous.map_or_else(|| Arc::new(Families::default()), |(_, f)| f),
-        }
+        crate::sources::snapshot_families(&self.state, None, deadline).await
+    }
+}
+
+impl crate::sources::Snapshotted for DrainState {
+    fn version(&self) -> u64 {
+        self.store.version()
+    }
+
+    fn raw_families(&self) -> Vec<tether_model::MetricFamily> {
+        self.store.families()
+    }
+
+    fn snapshot(&mut self) -> &mut Option<(u64, Arc<Families>)> {
+        &mut self.snapshot
     }
 }
 

@@ -3,12 +3,11 @@
 //! `GET /api/v1/status` and `PUT /api/v1/admin/wipe`, with the
 //! Pushgateway's status codes and JSON shapes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -66,20 +65,8 @@ fn refused(source: &PushSource, refusal: &Refusal) -> Response {
     response
 }
 
-fn peer_of(request: &Request) -> Option<std::net::IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-}
-
 async fn push(State(source): State<Arc<PushSource>>, request: Request) -> Response {
-    let peer = peer_of(&request);
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    if let Err(denied) = source.auth.check(authorization.as_deref(), peer).await {
+    if let Err(denied) = source.auth.check_request(&request).await {
         return refused(&source, &Refusal::denied(denied));
     }
     let path = request.uri().path();
@@ -318,15 +305,7 @@ async fn wipe(State(source): State<Arc<PushSource>>, request: Request) -> Respon
         )
             .into_response();
     }
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    if let Err(denied) = source
-        .auth
-        .check(authorization.as_deref(), peer_of(&request))
-        .await
-    {
+    if let Err(denied) = source.auth.check_request(&request).await {
         return refused(&source, &Refusal::denied(denied));
     }
     match source

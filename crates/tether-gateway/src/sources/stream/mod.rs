@@ -143,6 +143,20 @@ impl Failure {
     }
 }
 
+impl crate::sources::Snapshotted for State {
+    fn version(&self) -> u64 {
+        self.fold.version()
+    }
+
+    fn raw_families(&self) -> Vec<MetricFamily> {
+        self.fold.families()
+    }
+
+    fn snapshot(&mut self) -> &mut Option<(u64, Arc<Families>)> {
+        &mut self.snapshot
+    }
+}
+
 /// What one source holds, behind its lock.
 #[derive(Debug)]
 struct State {
@@ -287,36 +301,8 @@ impl StreamSource {
     /// snapshot when the fold has not changed since, else a new one built
     /// off the runtime, or the last one if the new one is late.
     async fn families(&self, deadline: tokio::time::Instant) -> Arc<Families> {
-        let (version, previous) = {
-            let state = self.state.lock();
-            (state.fold.version(), state.snapshot.clone())
-        };
-        if let Some((built_at, families)) = &previous
-            && *built_at == version
-        {
-            return Arc::clone(families);
-        }
-        let state = Arc::clone(&self.state);
-        let target = Arc::clone(&self.target);
-        let build = tokio::task::spawn_blocking(move || {
-            let (version, raw) = {
-                let state = state.lock();
-                (state.fold.version(), state.fold.families())
-            };
-            let mut drops = Drops::default();
-            let families = Arc::new(Families::normalize(
-                raw,
-                Some(&target),
-                Origin::Peer,
-                &mut drops,
-            ));
-            state.lock().snapshot = Some((version, Arc::clone(&families)));
-            families
-        });
-        match tokio::time::timeout_at(deadline, build).await {
-            Ok(Ok(families)) => families,
-            _ => previous.map_or_else(|| Arc::new(Families::default()), |(_, f)| f),
-        }
+        crate::sources::snapshot_families(&self.state, Some(Arc::clone(&self.target)), deadline)
+            .await
     }
 
     /// The source's own metrics: up, failures, events dropped, bytes held.
